@@ -1,0 +1,79 @@
+"""The command line: `dlspec validate|build|train|export|verify|generate|schema`.
+
+This is the only place that prints errors and chooses exit codes:
+0 success, 1 invalid spec or failed check, 2 usage error (bad arguments, missing file),
+3 internal error (a bug in dlspec; `--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DlspecError
+
+# command -> module with add_arguments(parser) and run(args) -> int
+COMMANDS = {
+    "validate": ("dlspec.commands", "validate", "check specs: schema, names, shapes"),
+    "build": ("dlspec.commands", "build", "build the model, print its summary, save weights or emit Python"),
+    "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # exit 2 with a hint, as argparse does, but without the full usage dump
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}\n  hint: run `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="dlspec", description="Declarative, shape-checked PyTorch models.")
+    top.add_argument("--version", action="version", version=f"dlspec {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, attr, help_text) in COMMANDS.items():
+        command = _command(module, attr)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", help="show Python tracebacks of internal errors")
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
+    return top
+
+
+def _command(module: str, attr: str):
+    mod = importlib.import_module(module)
+    return getattr(mod, attr) if attr else mod
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DlspecError as exc:
+        if getattr(args, "format", "text") == "json":
+            print(exc.to_json())
+        else:
+            print(exc.format(), file=sys.stderr)
+            count = len(exc.problems)
+            if count > 1:
+                print(f"{count} problems", file=sys.stderr)
+        return 2 if exc.usage else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in dlspec, not in the user's input
+        if args.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n  hint: this is a dlspec bug; rerun with --debug "
+              "for the traceback and report it", file=sys.stderr)
+        return 3
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The front-end commands: validate, build, schema."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from .errors import DlspecError
+
+
+def _spec_args(p) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value by its dotted path, e.g. model.vars.d_model=256 (repeatable)")
+
+
+def _validate_add(p) -> None:
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files")
+    _spec_args(p)
+    p.add_argument("--format", choices=("text", "json"), default="text", help="json lists errors for editors and CI")
+
+
+def _validate_run(args) -> int:
+    from .spec import load
+    results, failed = [], False
+    for path in args.specs:
+        try:
+            spec = load(path, args.overrides)
+        except DlspecError as exc:
+            if exc.usage and len(args.specs) == 1:
+                raise
+            failed = True
+            results.append({"file": path, "ok": False, "errors": [p.to_json() for p in exc.problems]})
+            if args.format == "text":
+                print(exc.format(), file=sys.stderr)
+            continue
+        from .summary import node_params
+        params = sum(node_params(spec.graph).values())
+        results.append({"file": path, "ok": True, "name": spec.name, "nodes": len(spec.graph.nodes), "params": params,
+                        "spec_hash": spec.spec_hash})
+        if args.format == "text":
+            ins = "; ".join(f"{i.name} [{', '.join(map(str, i.shape))}] {i.dtype}" for i in spec.inputs)
+            outs = "; ".join(f"{o.name} [{', '.join(map(str, o.shape))}]" for o in spec.outputs)
+            print(f"ok  {path}: {spec.name}, {len(spec.graph.nodes)} nodes, {params:,} parameters; {ins} -> {outs}")
+    if args.format == "json":
+        print(json.dumps({"ok": not failed, "specs": results}, indent=2))
+    elif len(args.specs) > 1:
+        bad = sum(1 for r in results if not r["ok"])
+        print(f"{len(results) - bad} valid, {bad} invalid", file=sys.stderr if bad else sys.stdout)
+    return 1 if failed else 0
+
+
+def _build_add(p) -> None:
+    p.add_argument("spec", metavar="SPEC")
+    _spec_args(p)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--out", metavar="FILE", help="save the initialised weights (a state dict) to FILE")
+    p.add_argument("--emit-python", metavar="FILE", help="write the model as a standalone PyTorch file (needs only torch)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weight initialisation (default 0)")
+    p.add_argument("--rows", type=int, default=400, help="most node rows to print (default 400)")
+
+
+def _build_run(args) -> int:
+    from .builder import build, source
+    from .files import atomic_write_bytes, atomic_write_text
+    from .spec import load
+    from .summary import format_summary, summarize
+    spec = load(args.spec, args.overrides)
+    model = build(spec, seed=args.seed)
+    summary = summarize(spec)
+    if args.emit_python:
+        atomic_write_text(Path(args.emit_python), source(spec, standalone=True))
+    if args.out:
+        import io
+        import torch
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "spec_hash": spec.spec_hash, "spec": spec.document}, buffer)
+        atomic_write_bytes(Path(args.out), buffer.getvalue())
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary, args.rows))
+        if args.emit_python:
+            print(f"wrote {args.emit_python} (runs with only torch installed)")
+        if args.out:
+            print(f"wrote {args.out} (initial weights, seed {args.seed})")
+    return 0
+
+
+def _schema_add(p) -> None:
+    pass
+
+
+def _schema_run(args) -> int:
+    from .schema import schema_text
+    sys.stdout.write(schema_text())
+    return 0
+
+
+validate = SimpleNamespace(add_arguments=_validate_add, run=_validate_run)
+build = SimpleNamespace(add_arguments=_build_add, run=_build_run)
+schema = SimpleNamespace(add_arguments=_schema_add, run=_schema_run)

@@ -1,0 +1,320 @@
+"""Stage 1: read a spec file safely into plain data with a location for every value.
+
+YAML is untrusted input. Before composing we walk the event stream (PyYAML's
+parser is iterative) and refuse documents that nest too deep or whose aliases
+expand past a bound, so an alias bomb or 20,000-deep nesting costs
+milliseconds. Scalars are built only for the core schema tags; any other tag
+(`!!python/object`, `!custom`) is an error naming its line.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+from yaml import events, nodes
+
+from .errors import DlspecError, Loc, Problem, format_path
+
+MAX_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_EXPANDED_NODES = 200_000
+
+_CORE = "tag:yaml.org,2002:"
+# libyaml's scanner when PyYAML was built with it (several times faster); same nodes and marks
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
+_TEXT_TAGS = {_CORE + t for t in ("timestamp",)}  # kept as the text the author wrote
+
+
+@dataclass(frozen=True)
+class Document:
+    """Plain data (dicts, lists, scalars) plus where each value and key came from."""
+
+    path: Path
+    data: Any
+    locs: Mapping[tuple, Loc] = field(repr=False)
+    key_locs: Mapping[tuple, Loc] = field(repr=False)
+
+    def locate(self, path: Sequence, key: bool = False) -> Loc | None:
+        """The location of the value at `path` (of its key with key=True), else its nearest ancestor's."""
+        path = tuple(path)
+        if key and path in self.key_locs:
+            return self.key_locs[path]
+        while path:
+            if path in self.locs:
+                return self.locs[path]
+            path = path[:-1]
+        return self.locs.get((), None)
+
+
+def load_document(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Document:
+    """Read, include and override a spec file: the input of validation."""
+    path = Path(path)
+    doc = _read(path, stack=())
+    return apply_overrides(doc, overrides)
+
+
+def parse_text(text: str, file: str) -> tuple[Any, dict, dict]:
+    """Parse YAML text into (data, value locations, key locations); raises DlspecError."""
+    _check_limits(text, file)
+    try:
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise DlspecError.single(f"invalid YAML: {exc.problem or exc.context}", _loc(file, mark),
+                                 hint="check indentation, colons and brackets on this line") from None
+    except yaml.YAMLError as exc:
+        raise DlspecError.single(f"invalid YAML: {exc}", Loc(file, 1, 1)) from None
+    if root is None:
+        return None, {}, {}
+    builder = _Builder(file)
+    data = builder.build(root, ())
+    if builder.problems:
+        raise DlspecError(builder.problems)
+    return data, builder.locs, builder.key_locs
+
+
+def _read(path: Path, stack: tuple[Path, ...]) -> Document:
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DlspecError.single(f"file not found: {file}", usage=not stack, hint="check the path") from None
+    except IsADirectoryError:
+        raise DlspecError.single(f"{file} is a directory, not a spec file", usage=not stack) from None
+    except OSError as exc:
+        raise DlspecError.single(f"cannot read {file}: {exc.strerror}", usage=not stack) from None
+    text = decode(raw, file)
+    data, locs, key_locs = parse_text(text, file)
+    doc = Document(path, data, locs, key_locs)
+    return _resolve_includes(doc, stack + (path.resolve(),))
+
+
+def decode(raw: bytes, file: str) -> str:
+    if len(raw) > MAX_BYTES:
+        raise DlspecError.single(f"file is {len(raw)} bytes; specs are limited to {MAX_BYTES} bytes", Loc(file, 1, 1))
+    if b"\x00" in raw[:8192]:
+        raise DlspecError.single("this is a binary file, not a YAML spec", Loc(file, 1, 1),
+                                 expected="UTF-8 text", hint="did you pass a checkpoint or an .onnx file?")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DlspecError.single(f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                                 Loc(file, line, col), expected="UTF-8 text",
+                                 hint="re-save the file as UTF-8") from None
+    return text
+
+
+def _loc(file: str, mark) -> Loc:
+    return Loc(file, mark.line + 1, mark.column + 1) if mark is not None else Loc(file, 1, 1)
+
+
+def _check_limits(text: str, file: str) -> None:
+    """Refuse deep nesting and alias expansion before composing any node."""
+    anchor_sizes: dict[str, int] = {}
+    stack: list[list] = []  # [expanded node count, anchor] per open collection
+    total = 0
+    documents = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, events.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise DlspecError.single("a spec file holds one YAML document; found a second ('---')",
+                                             _loc(file, event.start_mark), hint="split it into two files")
+                continue
+            if isinstance(event, events.CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    raise DlspecError.single(f"nesting deeper than {MAX_DEPTH} levels", _loc(file, event.start_mark),
+                                             hint="specs never need this depth; is the file generated wrongly?")
+                stack.append([1, event.anchor])
+                continue
+            if isinstance(event, events.CollectionEndEvent):
+                count, anchor = stack.pop()
+            elif isinstance(event, events.ScalarEvent):
+                count, anchor = 1, event.anchor
+            elif isinstance(event, events.AliasEvent):
+                count, anchor = anchor_sizes.get(event.anchor, 1), None
+            else:
+                continue
+            if anchor:
+                anchor_sizes[anchor] = count
+            if stack:
+                stack[-1][0] += count
+            else:
+                total += count
+            if total + sum(s[0] for s in stack) > MAX_EXPANDED_NODES:
+                raise DlspecError.single(f"aliases expand to more than {MAX_EXPANDED_NODES} values",
+                                         _loc(file, event.start_mark), hint="this looks like an alias bomb")
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise DlspecError.single(f"invalid YAML: {exc.problem or exc.context}", _loc(file, mark),
+                                 hint="check indentation, colons and brackets on this line") from None
+
+
+class _Builder:
+    """Turns composed YAML nodes into plain data, recording locations and collecting problems."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.locs: dict[tuple, Loc] = {}
+        self.key_locs: dict[tuple, Loc] = {}
+        self.problems: list[Problem] = []
+        self._scalars = yaml.SafeLoader("")
+
+    def build(self, node: nodes.Node, path: tuple) -> Any:
+        self.locs[path] = _loc(self.file, node.start_mark)
+        if isinstance(node, nodes.MappingNode):
+            if node.tag != _CORE + "map":
+                return self._bad_tag(node, path)
+            return self._mapping(node, path)
+        if isinstance(node, nodes.SequenceNode):
+            if node.tag != _CORE + "seq":
+                return self._bad_tag(node, path)
+            return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
+        if node.tag in _TEXT_TAGS:
+            return node.value
+        if node.tag not in _SCALAR_TAGS:
+            return self._bad_tag(node, path)
+        try:
+            return self._scalars.construct_object(node)
+        except yaml.YAMLError as exc:
+            self.problems.append(Problem(f"bad scalar: {exc}", _loc(self.file, node.start_mark), format_path(path)))
+            return None
+
+    def _mapping(self, node: nodes.MappingNode, path: tuple) -> dict:
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _CORE + "merge":
+                for source in self._merge_sources(value_node, path):
+                    for key, value in source.items():
+                        out.setdefault(key, value)
+                continue
+            key = self.build(key_node, path + ("<key>",))
+            self.locs.pop(path + ("<key>",), None)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                self.problems.append(Problem("mapping keys must be plain scalars", _loc(self.file, key_node.start_mark),
+                                             format_path(path)))
+                continue
+            if key in out:
+                first = self.key_locs.get(path + (key,))
+                self.problems.append(Problem(f"duplicate key '{key}'", _loc(self.file, key_node.start_mark),
+                                             format_path(path + (key,)),
+                                             hint=f"first defined at {first}" if first else None))
+                continue
+            self.key_locs[path + (key,)] = _loc(self.file, key_node.start_mark)
+            out[key] = self.build(value_node, path + (key,))
+        return out
+
+    def _merge_sources(self, node: nodes.Node, path: tuple) -> list[dict]:
+        sources = node.value if isinstance(node, nodes.SequenceNode) else [node]
+        built = [self.build(s, path + ("<<",)) for s in sources]
+        if not all(isinstance(b, dict) for b in built):
+            self.problems.append(Problem("'<<' merges mappings only", _loc(self.file, node.start_mark), format_path(path)))
+            return []
+        return built
+
+    def _bad_tag(self, node: nodes.Node, path: tuple) -> None:
+        self.problems.append(Problem(
+            f"YAML tag '{node.tag}' is not allowed", _loc(self.file, node.start_mark), format_path(path),
+            expected="plain data: mappings, lists, strings, numbers, booleans, null",
+            hint="dlspec never constructs Python objects from a spec; remove the tag"))
+        return None
+
+
+def _resolve_includes(doc: Document, stack: tuple[Path, ...]) -> Document:
+    """Merge the blocks of `include:`d libraries (paths relative to the including file)."""
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("include"), list):
+        return doc
+    locs, key_locs = dict(doc.locs), dict(doc.key_locs)
+    blocks = dict(data.get("blocks") or {}) if isinstance(data.get("blocks"), dict) else {}
+    problems: list[Problem] = []
+    for i, entry in enumerate(data["include"]):
+        loc = doc.locate(("include", i))
+        if not isinstance(entry, str):
+            continue  # the schema reports the wrong type
+        target = (doc.path.parent / entry)
+        if target.resolve() in stack:
+            problems.append(Problem(f"include cycle: {entry} includes itself", loc, f"include[{i}]"))
+            continue
+        if not target.exists():
+            problems.append(Problem(f"included file not found: {entry}", loc, f"include[{i}]",
+                                    hint=f"paths are relative to {doc.path.parent or '.'}"))
+            continue
+        try:
+            lib = _read(target, stack)
+        except DlspecError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not isinstance(lib.data, dict):
+            problems.append(Problem(f"{entry} is not a block library (a mapping with 'blocks:')", loc))
+            continue
+        for name, body in (lib.data.get("blocks") or {}).items():
+            if name in blocks:
+                where = doc.locate(("blocks", name), key=True)
+                problems.append(Problem(f"block '{name}' from {entry} is already defined", lib.locate(("blocks", name), key=True),
+                                        f"blocks.{name}", hint=f"the other definition is at {where}"))
+                continue
+            blocks[name] = body
+            for p, l in lib.locs.items():
+                if p[:2] == ("blocks", name):
+                    locs[p] = l
+            for p, l in lib.key_locs.items():
+                if p[:2] == ("blocks", name):
+                    key_locs[p] = l
+    if problems:
+        raise DlspecError(problems)
+    merged = dict(data)
+    merged["blocks"] = blocks
+    return Document(doc.path, merged, locs, key_locs)
+
+
+def apply_overrides(doc: Document, overrides: Iterable[str] | Mapping[str, Any]) -> Document:
+    """Apply `dotted.path=value` overrides; values are parsed as YAML scalars/flow collections."""
+    items = list(overrides.items()) if isinstance(overrides, Mapping) else [_split(o) for o in overrides]
+    if not items:
+        return doc
+    data = copy.deepcopy(doc.data)
+    locs = dict(doc.locs)
+    for dotted, value in items:
+        origin = Loc(f"<--set {dotted}>", 1, 1)
+        if isinstance(value, str):
+            value, _, _ = parse_text(value, origin.file) if value.strip() else ("", {}, {})
+        keys = [int(k) if k.lstrip("-").isdigit() else k for k in dotted.split(".")]
+        target = data
+        for depth, key in enumerate(keys[:-1]):
+            try:
+                target = target[key]
+            except (KeyError, IndexError, TypeError):
+                raise DlspecError.single(f"override '{dotted}': '{format_path(keys[: depth + 1])}' does not exist in the spec",
+                                         origin, usage=True, hint="overrides set values under existing sections") from None
+        last = keys[-1]
+        if isinstance(target, list):
+            if not isinstance(last, int) or not -len(target) <= last < len(target):
+                raise DlspecError.single(f"override '{dotted}': index {last} is out of range", origin, usage=True)
+        elif not isinstance(target, dict):
+            raise DlspecError.single(f"override '{dotted}': '{format_path(keys[:-1])}' is not a mapping", origin, usage=True)
+        target[last] = value
+        path = tuple(keys)
+        for p in [p for p in locs if p[: len(path)] == path]:
+            del locs[p]
+        locs[path] = origin
+    return Document(doc.path, data, locs, doc.key_locs)
+
+
+def _split(override: str) -> tuple[str, str]:
+    if "=" not in override:
+        raise DlspecError.single(f"override '{override}' is not of the form key.path=value", usage=True,
+                                 hint="e.g. --set model.vars.d_model=256")
+    key, value = override.split("=", 1)
+    return key.strip(), value

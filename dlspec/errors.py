@@ -1,0 +1,88 @@
+"""The one error type of dlspec.
+
+Library code raises :class:`DlspecError` holding one or more :class:`Problem`s;
+only the CLI prints them and picks an exit code. A problem says where
+(file:line:col and a JSON-style path), what is wrong, what was expected, and a
+hint, so a user can fix a spec without reading our source.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class Loc:
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    loc: Loc | None = None
+    path: str = ""
+    expected: str | None = None
+    hint: str | None = None
+
+    def format(self) -> str:
+        where = f"{self.loc}: " if self.loc else ""
+        text = f"{where}error: {self.message}"
+        if self.path:
+            text += f"\n  at: {self.path}"
+        if self.expected:
+            text += f"\n  expected: {self.expected}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.loc.file if self.loc else None,
+            "line": self.loc.line if self.loc else None,
+            "column": self.loc.col if self.loc else None,
+            "path": self.path,
+            "message": self.message,
+            "expected": self.expected,
+            "hint": self.hint,
+        }
+
+
+class DlspecError(Exception):
+    """One or more problems with a spec, a file or an argument."""
+
+    def __init__(self, problems: Problem | Iterable[Problem], usage: bool = False):
+        self.problems: tuple[Problem, ...] = (problems,) if isinstance(problems, Problem) else tuple(problems)
+        # usage=True: the user's command line is wrong (exit 2), not the spec (exit 1).
+        self.usage = usage
+        super().__init__("\n".join(p.format() for p in self.problems))
+
+    @classmethod
+    def single(cls, message: str, loc: Loc | None = None, *, path: str = "", expected: str | None = None,
+               hint: str | None = None, usage: bool = False) -> "DlspecError":
+        return cls(Problem(message, loc, path, expected, hint), usage=usage)
+
+    def format(self) -> str:
+        return "\n".join(p.format() for p in self.problems)
+
+    def to_json(self) -> str:
+        return json.dumps({"ok": False, "errors": [p.to_json() for p in self.problems]}, indent=2)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
+    """A hint naming the closest choice, or None when nothing is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -1,0 +1,154 @@
+"""Which spec node an exporter failure belongs to.
+
+Exporters fail deep inside torch with messages about aten ops and fx nodes.
+The user wrote a spec, so we name the spec node and its line instead. Two
+trails lead back: a torch.fx node in a failing frame (the ONNX translator and
+torch.export walk fx nodes) carries the module path (`h.0.attn`, which is the IR
+node's name) and a stack trace into the generated forward; and a frame or
+stack-trace line inside the generated forward, whose code line names the node.
+"""
+from __future__ import annotations
+
+import inspect
+import linecache
+import re
+import traceback
+
+import torch
+
+from dlspec.errors import Problem
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+
+
+def export_problem(formats: list[str], error: BaseException, spec, model: torch.nn.Module) -> Problem:
+    """A located problem for the formats that one failure kept from being produced."""
+    targets = " and ".join(formats)
+    dims = _dim_constraints(error, spec)
+    if dims:
+        return dims
+    node = culprit(error, spec, model)
+    reason = _reason(error)
+    if node is None:
+        return Problem(f"cannot export to {targets}: {reason}", hint=_OTHERS)
+    where = f" ({node.context})" if node.context else ""
+    return Problem(f"cannot export node '{node.name}' ({node.op}){where} to {targets}: {reason}", node.loc,
+                   hint=_OTHERS)
+
+
+_OTHERS = "the other formats were still exported"
+# torch.export's suggested fixes: `T = Dim('T', max=32)`, `T = 16`
+_SUGGESTION = re.compile(r"^\s*(\w+) = (?:Dim\('\w+'(?P<bounds>[^)]*)\)|(?P<value>\d+))\s*$", re.M)
+
+
+def _dim_constraints(error: BaseException, spec) -> Problem | None:
+    """torch.export found that the model works only on part of a dynamic dim's range: say which
+    range, at the dim's declaration, in the spec's terms."""
+    text = next((str(e) for e in _chain(error) if "Constraints violated" in str(e)), None)
+    if text is None or "Suggested fixes:" not in text:
+        return None
+    for match in _SUGGESTION.finditer(text.split("Suggested fixes:", 1)[1]):
+        name = match.group(1)
+        if name not in spec.dims:
+            continue
+        loc = spec.locate(("model", "dims", name)) or spec.locate(("model", "inputs"))
+        if match.group("value"):
+            return Problem(f"the model works only with dim {name} = {match.group('value')}, but {name} is exported "
+                           "as dynamic", loc, f"model.dims.{name}", hint=f"leave {name} out of export.dynamic")
+        bounds = dict(b.split("=") for b in match.group("bounds").replace(" ", "").split(",") if "=" in b)
+        declared = spec.dims[name]
+        fixes = "; ".join(f"{k}: {v}" for k, v in bounds.items())
+        return Problem(
+            f"dim {name} is declared with min {declared.min}, max {declared.max or 'unbounded'}, but the model "
+            f"works only for {' and '.join(f'{k} {v}' for k, v in bounds.items())} (torch.export)", loc,
+            f"model.dims.{name}", expected=f"model.dims.{name} with {fixes}",
+            hint=f"set it in the spec, or pass " + " ".join(f"--set model.dims.{name}.{k}={v}" for k, v in bounds.items()))
+    return None
+
+
+def culprit(error: BaseException, spec, model: torch.nn.Module):
+    """The IR node an exception points at, or None."""
+    nodes = {n.name: n for n in spec.graph.nodes}
+    source = _source_file(model)
+    found = None
+    for exc in _chain(error):
+        for frame, lineno in traceback.walk_tb(exc.__traceback__):
+            fx_node = frame.f_locals.get("node")
+            if isinstance(fx_node, torch.fx.Node):
+                found = _from_fx(fx_node, nodes, spec, source) or found
+            elif frame.f_code.co_filename == source:
+                found = _from_line(source, lineno, nodes, spec) or found
+        if found is None and source:  # torch.export quotes the user's stack in its messages
+            for file, line in _FRAME.findall(str(exc)):
+                if file == source:
+                    found = _from_line(source, int(line), nodes, spec) or found
+    return found
+
+
+def _from_fx(fx_node: torch.fx.Node, nodes: dict, spec, source: str | None):
+    stack = fx_node.meta.get("nn_module_stack") or {}
+    for path, _type in reversed(list(stack.values())):  # innermost module first
+        node = _by_module_path(path, nodes)
+        if node is not None:
+            return node
+    trace = fx_node.meta.get("stack_trace") or ""
+    for file, line in reversed(_FRAME.findall(trace)):
+        if file == source:
+            return _from_line(source, int(line), nodes, spec)
+    return None
+
+
+def _by_module_path(path: str, nodes: dict):
+    """The IR node whose name is the longest prefix of a module path (`h.0.attn.qkv` -> `h.0.attn`)."""
+    path = re.sub(r"\[(\d+)\]", r".\1", path)  # strict export writes h[0].attn
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        node = nodes.get(".".join(parts[:end]))
+        if node is not None:
+            return node
+    return None
+
+
+def _from_line(source: str, lineno: int, nodes: dict, spec):
+    """The IR node a line of the generated forward computes: the first name on it that is a node or a value."""
+    text = linecache.getline(source, lineno).split("#")[0]
+    producer = spec.graph.producer()
+    by_identifier = {_identifier(name): node for name, node in nodes.items()}
+    by_identifier.update({_identifier(value): node for value, node in producer.items()})
+    for word in _WORD.findall(text):
+        word = word.removeprefix("self.")
+        for candidate in (word, _identifier(word)):
+            if candidate in nodes:
+                return nodes[candidate]
+            if candidate in by_identifier:
+                return by_identifier[candidate]
+    return None
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _source_file(model: torch.nn.Module) -> str | None:
+    try:
+        return inspect.getsourcefile(type(model).forward) or type(model).forward.__code__.co_filename
+    except (TypeError, OSError):
+        return getattr(getattr(type(model).forward, "__code__", None), "co_filename", None)
+
+
+def _chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _reason(error: BaseException) -> str:
+    """The most specific message in the chain, on one line."""
+    messages = [str(e).strip() for e in _chain(error) if str(e).strip()]
+    text = messages[-1] if messages else type(error).__name__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # exporters colour their messages
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    return first[:300]

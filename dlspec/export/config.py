@@ -1,0 +1,121 @@
+"""The resolved export settings: the spec's `export:` section, then the command line.
+
+The JSON Schema (`schema.py`) has already checked types; this module checks what
+needs the model: named dims exist, checked sizes fit each dim's range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from dlspec.errors import DlspecError, Problem, did_you_mean, format_path
+
+from .schema import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+
+# Default fp32 tolerances: |export - eager| <= ATOL + RTOL * |eager|. Measured
+# worst cases over every spec in specs/ are two orders of magnitude below.
+ATOL = 1e-5
+RTOL = 1e-4
+SEEDS = 3
+_ODD_SIZES = (17, 3, 5, 7, 9, 11, 13, 15)  # the first that fits a dim's range is checked
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = ATOL
+    rtol: float = RTOL
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    formats: tuple[str, ...] = FORMATS
+    opset: int = DEFAULT_OPSET
+    dynamic: tuple[str, ...] = ()  # symbolic dims exported as dynamic axes
+    sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # dynamic dim -> sizes checked
+    seeds: int = SEEDS
+    tolerance: Tolerance = Tolerance()
+    external_data: bool | None = None  # None: only past protobuf's 2 GB limit
+
+
+def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None,
+            atol: float | None = None, rtol: float | None = None) -> ExportConfig:
+    """Settings for exporting `spec`: command-line values win over the spec's `export:` section."""
+    section = spec.export or {}
+    problems: list[Problem] = []
+    dims = spec.dims
+
+    dynamic = tuple(section.get("dynamic", dims))
+    for i, name in enumerate(dynamic):
+        if name not in dims:
+            problems.append(_unknown_dim(spec, ("export", "dynamic", i), name))
+        elif dims[name].max is not None and dims[name].max < 2:
+            problems.append(Problem(
+                f"dim '{name}' cannot be dynamic: its max is {dims[name].max}",
+                spec.locate(("export", "dynamic", i)), format_path(("export", "dynamic", i)),
+                expected="a dim that can take two sizes or more", hint=f"remove '{name}' from export.dynamic"))
+
+    sizes = {name: default_sizes(dims[name]) for name in dynamic if name in dims}
+    for name, values in section.get("sizes", {}).items():
+        path = ("export", "sizes", name)
+        if name not in dims:
+            problems.append(_unknown_dim(spec, path, name))
+        elif name not in dynamic:
+            problems.append(Problem(f"sizes given for dim '{name}', which is not dynamic",
+                                    spec.locate(path), format_path(path), expected=f"one of the dynamic dims: {', '.join(dynamic)}",
+                                    hint=f"add '{name}' to export.dynamic, or remove its sizes"))
+        else:
+            bad = [v for v in values if not _fits(dims[name], v)]
+            if bad:
+                problems.append(Problem(
+                    f"size {bad[0]} is outside the range of dim '{name}'", spec.locate(path), format_path(path),
+                    expected=f"sizes from {dims[name].min} to {dims[name].max if dims[name].max else 'any'}",
+                    hint=f"change the sizes, or the dim's min/max under model.dims.{name}"))
+            sizes[name] = tuple(values)
+
+    if problems:
+        raise DlspecError(problems)
+    tolerance = section.get("tolerance", {})
+    return ExportConfig(
+        formats=_formats(formats) if formats else tuple(section.get("formats", FORMATS)),
+        opset=_opset(opset) if opset is not None else section.get("opset", DEFAULT_OPSET),
+        dynamic=dynamic,
+        sizes=sizes,
+        seeds=section.get("seeds", SEEDS),
+        tolerance=Tolerance(atol=atol if atol is not None else tolerance.get("atol", ATOL),
+                            rtol=rtol if rtol is not None else tolerance.get("rtol", RTOL)),
+        external_data=section.get("external_data"),
+    )
+
+
+def default_sizes(dim) -> tuple[int, ...]:
+    """1 (or the dim's min), its example size, and an odd size: the sizes exporters get wrong."""
+    smallest = max(dim.min, 1)
+    odd = next((n for n in _ODD_SIZES if _fits(dim, n) and n not in (smallest, dim.example)), None)
+    return tuple(sorted({smallest, dim.example} | ({odd} if odd else set())))
+
+
+def _fits(dim, size: int) -> bool:
+    return size >= max(dim.min, 1) and (dim.max is None or size <= dim.max)
+
+
+def _formats(names: Sequence[str]) -> tuple[str, ...]:
+    for name in names:
+        if name not in FORMATS:
+            raise DlspecError.single(f"unknown export format '{name}'", expected=", ".join(FORMATS),
+                                     hint=did_you_mean(name, FORMATS), usage=True)
+    return tuple(dict.fromkeys(names))
+
+
+def _opset(opset: int) -> int:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise DlspecError.single(f"opset {opset} is not supported", expected=f"{MIN_OPSET} to {MAX_OPSET}",
+                                 hint=f"the default, {DEFAULT_OPSET}, is the newest ONNX Runtime runs for every layer",
+                                 usage=True)
+    return opset
+
+
+def _unknown_dim(spec, path: tuple, name: str) -> Problem:
+    known = list(spec.dims)
+    return Problem(f"unknown dim '{name}'", spec.locate(path), format_path(path), expected=f"a symbolic dim of the inputs: {', '.join(known) or 'none'}",
+                   hint=did_you_mean(name, known))
+

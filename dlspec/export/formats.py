@@ -1,0 +1,64 @@
+"""The export formats: how each is written, loaded in its own runtime, and how its
+provenance record is read back. One table, so adding a format is one entry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import to_onnx, to_pt2, to_torchscript
+from .config import ExportConfig
+
+# A loaded artifact: spec inputs by name (in declared order) -> outputs in declared order.
+Runner = Callable[[dict[str, torch.Tensor]], tuple[np.ndarray, ...]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a format writer needs, prepared once for all formats."""
+
+    model: torch.nn.Module  # in eval mode
+    spec: object
+    config: ExportConfig
+    example_inputs: tuple[torch.Tensor, ...]  # traced with: dynamic dims at 2 or more
+    dynamic_shapes: dict
+    record: dict  # provenance written into every file
+    exported: Callable[[], torch.export.ExportedProgram]  # torch.export, run at most once
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str
+    write: Callable[[Job, Path], tuple[str, str]]  # how it was made ("traced"), a note ("not scriptable: ...")
+    load: Callable[[Path, object], Runner]
+    read_record: Callable[[Path], dict | None]
+
+
+FORMATS: dict[str, Format] = {
+    "onnx": Format("onnx", ".onnx", to_onnx.write, to_onnx.load, to_onnx.read_record),
+    "torchscript": Format("torchscript", ".torchscript.pt", to_torchscript.write, to_torchscript.load,
+                          to_torchscript.read_record),
+    "pt2": Format("pt2", ".pt2", to_pt2.write, to_pt2.load, to_pt2.read_record),
+}
+
+
+def format_of(path: Path) -> Format | None:
+    """The format of an existing file, by its suffix (.onnx, .pt2, .pt / .ts for TorchScript)."""
+    name = path.name
+    if name.endswith(".onnx"):
+        return FORMATS["onnx"]
+    if name.endswith(".pt2"):
+        return FORMATS["pt2"]
+    if name.endswith((".pt", ".ts", ".torchscript")):
+        return FORMATS["torchscript"]
+    return None
+
+
+def as_numpy(outputs) -> tuple[np.ndarray, ...]:
+    """A model's outputs (one tensor or a tuple) as numpy arrays."""
+    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return tuple(o.detach().cpu().numpy() for o in outputs)

@@ -1,0 +1,98 @@
+"""`dlspec export` as a library call: write every format, then prove parity.
+
+    export(spec, model, out_dir, config, weights) -> ExportResult
+
+A format that cannot be produced becomes a located problem and the others are
+still written; parity then checks every file that was written, and the report
+goes to `parity.json` beside them.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dlspec.errors import DlspecError, Problem
+
+from . import parity, report
+from .blame import export_problem
+from .config import ExportConfig
+from .formats import FORMATS, Job
+from .inputs import random_inputs
+from .provenance import provenance
+from .quiet import quiet
+from .shapes import dynamic_shapes, size_cases, trace_sizes
+
+PARITY_FILE = "parity.json"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    files: tuple[Path, ...]  # written artifacts
+    parity_file: Path
+    report: parity.ParityReport
+    problems: tuple[Problem, ...]  # formats not produced, then parity failures
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, weights: dict) -> ExportResult:
+    model.eval()  # dropout off, batch norm on its running statistics
+    shapes = dynamic_shapes(spec, config)
+    record = provenance(spec, weights) | {"export": {"dynamic": list(config.dynamic),
+                                                     "sizes": {k: list(v) for k, v in config.sizes.items()}}}
+    example = random_inputs(spec, trace_sizes(spec, config), seed=0)
+    job = Job(model, spec, config, example, shapes, record, _once(lambda: _torch_export(model, example, shapes)))
+
+    candidates, failed = [], {}
+    for name in config.formats:
+        fmt = FORMATS[name]
+        path = Path(out_dir) / (artifact_stem(spec.name) + fmt.suffix)
+        try:
+            method, note = fmt.write(job, path)
+        except DlspecError:
+            raise
+        except Exception as e:  # an op the exporter cannot handle, a failed check: name the spec node
+            failed.setdefault(id(e), (e, []))[1].append(name)  # ONNX and .pt2 share one torch.export failure
+            continue
+        candidates.append(parity.Candidate(name, path, method, functools.partial(fmt.load, path, spec), note))
+    problems = [export_problem(names, e, spec, model) for e, names in failed.values()]
+
+    result = parity.check(spec, model, candidates, config, size_cases(spec, config), weights)
+    parity_file = Path(out_dir) / PARITY_FILE
+    report.write_json(result, parity_file)
+    return ExportResult(tuple(c.file for c in candidates), parity_file, result,
+                        tuple(problems) + tuple(report.problems(result)))
+
+
+def artifact_stem(name: str) -> str:
+    """A file name from the spec name: letters, digits, '.', '_' and '-' only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def _torch_export(model: torch.nn.Module, example: tuple, shapes: dict) -> torch.export.ExportedProgram:
+    with quiet():
+        # Non-strict: traces the generated forward as Python runs it, so failures point at its lines.
+        return torch.export.export(model, example, dynamic_shapes=shapes, strict=False)
+
+
+def _once(make):
+    """`make()` run at most once; its result, or its exception, shared by the ONNX and .pt2 writers."""
+    outcome: list = []
+
+    def get():
+        if not outcome:
+            try:
+                outcome.append((True, make()))
+            except Exception as e:
+                outcome.append((False, e))
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+    return get

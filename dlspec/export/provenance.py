@@ -1,0 +1,57 @@
+"""What every exported file carries so a deployed file can be traced to its source:
+the dlspec and torch versions, the spec's name and hash, the resolved spec
+itself, and where the weights came from."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+import dlspec
+
+# Name of the provenance record inside TorchScript and .pt2 archives.
+ARCHIVE_ENTRY = "dlspec.json"
+# ONNX metadata_props keys (string -> string); JSON where the value is structured.
+_ONNX_KEYS = {
+    "dlspec_version": "dlspec.version",
+    "torch_version": "dlspec.torch_version",
+    "spec_name": "dlspec.spec_name",
+    "spec_hash": "dlspec.spec_hash",
+    "spec": "dlspec.spec",
+    "weights": "dlspec.weights",
+}
+_JSON_FIELDS = {"spec", "weights"}
+
+
+def provenance(spec, weights: dict) -> dict[str, Any]:
+    return {
+        "dlspec_version": dlspec.__version__,
+        "torch_version": torch.__version__,
+        "spec_name": spec.name,
+        "spec_hash": spec.spec_hash,
+        "spec": spec.document,
+        "weights": weights,
+    }
+
+
+def to_onnx_metadata(record: dict[str, Any]) -> dict[str, str]:
+    return {key: _dump(record[field]) if field in _JSON_FIELDS else str(record[field])
+            for field, key in _ONNX_KEYS.items()}
+
+
+def from_onnx_metadata(props: dict[str, str]) -> dict[str, Any] | None:
+    """The record read back from an .onnx file's metadata; None when it was not written by dlspec."""
+    if _ONNX_KEYS["spec_hash"] not in props:
+        return None
+    return {field: json.loads(props[key]) if field in _JSON_FIELDS else props.get(key)
+            for field, key in _ONNX_KEYS.items() if key in props}
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return _dump(record)
+
+
+def _dump(value: Any) -> str:
+    # default=str: YAML timestamps and similar scalars are kept as the text the author wrote.
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,72 @@
+"""The parity report as a user sees it: a table, `parity.json`, and one error per failure."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import dlspec
+from dlspec.errors import Problem
+from dlspec.files import atomic_write_text
+
+from .parity import ParityReport
+from .weights import describe
+
+_HEADER = ("artifact", "made by", "output", "max abs", "max rel", "mean abs", "atol", "rtol", "result")
+
+
+def table(report: ParityReport) -> str:
+    tol = report.tolerance
+    rows = []
+    for artifact in report.artifacts:
+        if artifact.error:
+            rows.append((artifact.file.name, artifact.method, "-", "-", "-", "-", "-", "-", "ERROR"))
+        for o in artifact.outputs:
+            rows.append((artifact.file.name, artifact.method, o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
+                         f"{o.mean_abs:.2e}", f"{tol.atol:.0e}", f"{tol.rtol:.0e}", "pass" if o.ok else "FAIL"))
+    widths = [max(len(r[c]) for r in [_HEADER, *rows]) for c in range(len(_HEADER))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [_HEADER, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    sizes = sorted({name for case in report.cases for name in case})
+    checked = ", ".join(f"{n} in {{{', '.join(str(v) for v in sorted({c[n] for c in report.cases}))}}}" for n in sizes)
+    head = (f"parity of {report.spec_name} (spec {report.spec_hash[:12]}) against eager PyTorch\n"
+            f"{describe(report.weights)}\n"
+            f"{len(report.cases)} size cases x {report.seeds} seeds" + (f": {checked}" if checked else "") + "\n")
+    verdict = "parity: pass" if report.ok else "parity: FAIL"
+    return head + "\n" + "\n".join(lines) + "\n" + verdict
+
+
+def to_json(report: ParityReport) -> dict:
+    return {
+        "ok": report.ok,
+        "dlspec_version": dlspec.__version__,
+        "spec_name": report.spec_name,
+        "spec_hash": report.spec_hash,
+        "weights": report.weights,
+        "tolerance": asdict(report.tolerance),
+        "cases": list(report.cases),
+        "seeds": report.seeds,
+        "artifacts": [
+            {"format": a.format, "file": a.file.name, "made_by": a.method, "note": a.note, "ok": a.ok, "error": a.error,
+             "outputs": [asdict(o) | {"ok": o.ok} for o in a.outputs]}
+            for a in report.artifacts
+        ],
+    }
+
+
+def write_json(report: ParityReport, path: Path) -> None:
+    atomic_write_text(path, json.dumps(to_json(report), indent=2) + "\n")
+
+
+def problems(report: ParityReport) -> list[Problem]:
+    """One problem per failing artifact output: which artifact, which output, which sizes, by how much."""
+    found = []
+    for a in report.artifacts:
+        if a.error:
+            found.append(Problem(f"{a.file.name}: {a.error}"))
+        for o in a.outputs:
+            if not o.ok:
+                found.append(Problem(f"parity failed: {a.file.name}, output '{o.name}': {o.failure}",
+                                     hint="a tolerance can be widened with --atol/--rtol or export.tolerance, "
+                                          "if the difference is expected"))
+    return found

@@ -1,0 +1,92 @@
+"""ONNX through torch's dynamo-based exporter, checked and run with ONNX Runtime.
+
+The exporter converts the shared torch.export program, so ONNX and .pt2 come
+from one trace. Its symbolic axes (s27, s31) are renamed to the spec's dims, the
+provenance goes into metadata_props, and the file must pass the full
+onnx.checker and strict shape inference before it replaces an older one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import torch
+
+from .files import publish, staging
+from .provenance import from_onnx_metadata, to_onnx_metadata
+from .quiet import quiet
+
+
+def write(job, path: Path) -> tuple[str, str]:
+    spec = job.spec
+    with quiet():
+        program = torch.onnx.export(
+            job.exported(), job.example_inputs, dynamo=True, opset_version=job.config.opset,
+            input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+            optimize=True, verbose=False)
+    program.rename_axes(_axis_names(program, spec, job.config.dynamic))
+    program.model.metadata_props.update(to_onnx_metadata(job.record))
+    with staging(path.parent) as tmp:
+        staged = tmp / path.name
+        with quiet():
+            program.save(staged, external_data=job.config.external_data)  # None: only past 2 GB
+        check(staged, spec)
+        data = staged.with_name(staged.name + ".data")
+        external = data.exists()
+        if external:  # the weights first, so the new model never points at missing data
+            publish(data, path.with_name(data.name))
+        publish(staged, path)
+    return f"opset {job.config.opset}", f"weights in {path.name}.data" if external else ""
+
+
+def check(path: Path, spec) -> None:
+    """Full onnx.checker, strict shape inference, and inferred outputs of the spec's ranks.
+
+    Given the path (not a loaded proto) so models with external data are checked too."""
+    onnx.checker.check_model(str(path), full_check=True)
+    inferred = path.with_name(path.name + ".inferred")
+    onnx.shape_inference.infer_shapes_path(str(path), str(inferred), check_type=True, strict_mode=True,
+                                           data_prop=True)
+    graph = onnx.load(str(inferred), load_external_data=False).graph
+    inferred.unlink()
+    for output, expected in zip(graph.output, spec.outputs):
+        rank = len(output.type.tensor_type.shape.dim)
+        if rank != len(expected.shape):
+            raise ValueError(f"shape inference gives output '{output.name}' rank {rank}, "
+                             f"the spec says {len(expected.shape)} ({list(expected.shape)})")
+
+
+def load(path: Path, spec):
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # errors come back as exceptions; keep ORT's own log quiet
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # An input the model never reads is dropped by the exporter: feed only the ones it has.
+    names = [i.name for i in session.get_inputs()]
+    outputs = [t.name for t in spec.outputs]
+
+    def run(inputs: dict[str, torch.Tensor]):
+        return tuple(session.run(outputs, {name: inputs[name].numpy() for name in names}))
+    return run
+
+
+def read_record(path: Path) -> dict | None:
+    model = onnx.load(str(path), load_external_data=False)
+    return from_onnx_metadata({p.key: p.value for p in model.metadata_props})
+
+
+def _axis_names(program, spec, dynamic: tuple[str, ...]) -> dict:
+    """The exporter's symbol of each input axis that is exactly a dynamic dim -> that dim's name.
+
+    Axes written as expressions (`T + 1`) are renamed by substitution of their root."""
+    mapping = {}
+    inputs = {value.name: value for value in program.model.graph.inputs}
+    for tensor in spec.inputs:
+        value = inputs.get(tensor.name)
+        if value is None or value.shape is None:
+            continue
+        for axis, entry in enumerate(tensor.shape):
+            symbol = value.shape[axis]
+            if isinstance(entry, str) and entry in dynamic and isinstance(getattr(symbol, "value", None), str):
+                mapping[symbol.value] = entry
+    return mapping

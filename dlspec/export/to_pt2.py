@@ -1,0 +1,39 @@
+"""torch.export (.pt2): the forward-looking format, loaded with torch.export.load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .files import publish, staging
+from .provenance import ARCHIVE_ENTRY, dumps
+from .quiet import quiet
+
+
+def write(job, path: Path) -> tuple[str, str]:
+    program = job.exported()
+    with staging(path.parent) as tmp, quiet():
+        staged = tmp / path.name
+        torch.export.save(program, staged, extra_files={ARCHIVE_ENTRY: dumps(job.record)})
+        publish(staged, path)
+    return "torch.export", ""
+
+
+def load(path: Path, spec):
+    from .formats import as_numpy
+
+    with quiet():
+        module = torch.export.load(path).module()
+
+    def run(inputs: dict[str, torch.Tensor]):
+        with torch.no_grad(), quiet():
+            return as_numpy(module(*inputs.values()))
+    return run
+
+
+def read_record(path: Path) -> dict | None:
+    extra = {ARCHIVE_ENTRY: ""}
+    with quiet():
+        torch.export.load(path, extra_files=extra)
+    return json.loads(extra[ARCHIVE_ENTRY]) if extra[ARCHIVE_ENTRY] else None

@@ -1,0 +1,79 @@
+"""Which weights an export carries: a training checkpoint, or the initialised ones.
+
+A run directory (from `dlspec train`) keeps `checkpoints/best.pt` and
+`checkpoints/last.pt`, each a dict with the `model` state dict and the
+`spec_hash` of the spec it was trained from. The hash must match the spec being
+exported, or the export would silently ship other weights than the user thinks.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from dlspec.errors import DlspecError
+from dlspec.train.checkpoint import load as read_checkpoint
+
+
+def initialised(seed: int) -> dict:
+    return {"source": "initialised", "seed": seed}
+
+
+def describe(weights: dict) -> str:
+    if weights["source"] == "checkpoint":
+        return f"weights from checkpoint {weights['path']}"
+    return f"no checkpoint given: initialised weights (seed {weights['seed']})"
+
+
+def resolve_checkpoint(path: str | Path, last: bool = False) -> Path:
+    """A checkpoint file, or the best (or last) checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        names = ["last.pt"] if last else ["best.pt", "last.pt"]  # a run without validation keeps no best
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+        raise DlspecError.single(
+            f"no checkpoint in run directory {path}", expected=" or ".join(f"{folder / n}" for n in names),
+            hint="pass the run directory written by `dlspec train`, or a checkpoint file", usage=True)
+    if not path.is_file():
+        raise DlspecError.single(f"checkpoint {path} does not exist", hint="pass a checkpoint file or a run directory",
+                                 usage=True)
+    if last:
+        raise DlspecError.single("--last needs a run directory", expected="--checkpoint RUN_DIR --last",
+                                 hint=f"{path} is a file: drop --last", usage=True)
+    return path
+
+
+def load_checkpoint(model: torch.nn.Module, spec, path: Path) -> dict:
+    """Load a checkpoint's weights into `model` after checking it was trained from `spec`."""
+    state = read_checkpoint(path)  # weights_only: reading never runs code from the file
+    if state.get("spec_hash") != spec.spec_hash:
+        raise DlspecError.single(
+            f"checkpoint {path} was trained from a different spec "
+            f"(hash {str(state.get('spec_hash'))[:12]}, {spec.path} resolves to {spec.spec_hash[:12]})",
+            hint="pass the spec and the same --set overrides the run was trained with")
+    missing, unexpected = _key_mismatch(model.state_dict(), state["model"])
+    if missing or unexpected:
+        raise DlspecError.single(
+            f"checkpoint {path} does not fit the model built from {spec.path}",
+            expected="the same state-dict keys",
+            hint="; ".join(part for part in (
+                f"missing: {', '.join(missing[:5])}" if missing else "",
+                f"unexpected: {', '.join(unexpected[:5])}" if unexpected else "") if part))
+    model.load_state_dict(state["model"])
+    return {"source": "checkpoint", "path": str(path), "sha256": _sha256(path)}
+
+
+def _key_mismatch(ours: dict, theirs: dict) -> tuple[list[str], list[str]]:
+    return sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

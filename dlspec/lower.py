@@ -1,0 +1,449 @@
+"""Stage 3: lower a schema-valid document to the flat IR.
+
+Expands blocks (with typed, defaulted parameters), `repeat`, `residual`,
+`when` conditions and variables; resolves every name a node refers to; gives
+each node a qualified name that is its module path. Problems are collected,
+each at the line of the value that causes it, and raised together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from . import dims as D
+from .errors import DlspecError, Loc, Problem, did_you_mean, format_path
+from .expr import ExprError, evaluate, is_expression
+from .ir import Graph, Node, TensorType, Value
+from .layers import REGISTRY, Attr, LayerKind
+from .document import Document, load_document
+
+NODE_KEYS = ("id", "op", "from", "when", "repeat", "checkpoint", "trainable", "init", "tie", "outputs")
+RESIDUAL_KEYS = NODE_KEYS + ("body", "shortcut")
+PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+MAX_BLOCK_DEPTH = 32
+MAX_NODES = 100_000
+STDLIB = Path(__file__).parent / "stdlib"
+
+
+@lru_cache(maxsize=1)
+def standard_blocks() -> dict[str, tuple[dict, tuple, Document]]:
+    """The blocks that ship with dlspec, written in the spec language (dlspec/stdlib/*.yaml)."""
+    out = {}
+    for file in sorted(STDLIB.glob("*.yaml")):
+        lib = load_document(file)
+        for name, body in (lib.data.get("blocks") or {}).items():
+            out[name] = (body, ("blocks", name), lib)
+    return out
+
+
+class _Fail(Exception):
+    """Stops lowering one node after its problem was recorded."""
+
+
+@dataclass
+class _Scope:
+    prefix: str  # qualified-name prefix: "" at top level, "h.3." inside a block instance
+    env: dict  # variables or block parameters
+    locate: Callable[[tuple], Loc | None]
+    key_locate: Callable[[tuple], Loc | None]
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # local name -> value names
+    counters: dict[str, int] = field(default_factory=dict)
+    region: str | None = None
+    trainable: bool = True
+    init: tuple = ()
+    context: str = ""
+    depth: int = 0
+
+
+@dataclass
+class _Lowering:
+    doc: Document
+    blocks: dict[str, tuple[dict, tuple, Document]]
+    problems: list[Problem] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    producer: dict[str, str] = field(default_factory=dict)  # value name -> node name
+    node_names: set[str] = field(default_factory=set)
+
+    def fail(self, message: str, loc: Loc | None, path: tuple = (), expected: str | None = None,
+             hint: str | None = None, scope: _Scope | None = None) -> _Fail:
+        if scope is not None and scope.context:
+            message = f"{message} ({scope.context})"
+        self.problems.append(Problem(message, loc, format_path(path), expected, hint))
+        return _Fail()
+
+
+def lower(doc: Document) -> Graph:
+    data = doc.data
+    model = data["model"]
+    blocks = dict(standard_blocks())
+    for name, body in (data.get("blocks") or {}).items():
+        blocks[name] = (body, ("blocks", name), doc)
+    low = _Lowering(doc, blocks)
+    env = _resolve_vars(low, model.get("vars") or {})
+    top = _Scope("", env, doc.locate, lambda p: doc.locate(p, key=True))
+    if "init" in model:
+        top.init = _parse_init(model["init"])
+
+    inputs = []
+    for name, decl in (model.get("inputs") or {}).items():
+        path = ("model", "inputs", name)
+        shape = []
+        for i, raw in enumerate(decl["shape"]):
+            try:
+                shape.append(_dim(raw, env))
+            except ExprError as exc:
+                low.fail(f"input '{name}' dim {i}: {exc}", doc.locate(path + ("shape", i)), path + ("shape", i))
+                shape.append(1)
+        rng = tuple(decl["range"]) if "range" in decl else None
+        inputs.append(Value(name, TensorType(tuple(shape), decl.get("dtype", "float32")), doc.locate(path), rng))
+        top.names[name] = (name,)
+
+    first = (inputs[0].name,) if len(inputs) == 1 else None
+    last = _lower_list(low, top, model.get("layers") or [], ("model", "layers"), first)
+
+    outputs, output_locs = [], []
+    declared = model.get("outputs")
+    if declared is None:
+        if last is None or len(last) != 1:
+            low.fail("the model's output is ambiguous", doc.locate(("model",)), ("model",),
+                     hint="name the outputs: `outputs: {logits: head}`")
+        else:
+            outputs.append(("output", last[0]))
+    else:
+        for out_name, ref in declared.items():
+            path = ("model", "outputs", out_name)
+            try:
+                outputs.append((out_name, _ref(low, top, ref, path)))
+                output_locs.append((out_name, doc.locate(path)))
+            except _Fail:
+                pass
+    if low.problems:
+        raise DlspecError(low.problems)
+    return Graph(data.get("name", doc.path.stem), tuple(inputs), tuple(low.nodes), tuple(outputs), tuple(output_locs))
+
+
+def _dim(raw, env: dict):
+    if isinstance(raw, int):
+        if raw < 1:
+            raise ExprError(f"dims must be positive, got {raw}")
+        return raw
+    value = evaluate(str(raw), env, symbolic=True)
+    value = D.normalize(value)
+    if isinstance(value, float):
+        raise ExprError(f"dim '{raw}' is not an integer ({value})")
+    return value
+
+
+def _resolve_vars(low: _Lowering, variables: dict) -> dict:
+    """Evaluate variables in dependency order, so `d_ff: 4 * d_model` may come before `d_model`."""
+    env: dict = {}
+    pending = dict(variables)
+    while pending:
+        progress = False
+        for name, raw in list(pending.items()):
+            try:
+                env[name] = evaluate(raw, env) if isinstance(raw, str) and is_expression(raw) or (
+                    isinstance(raw, str) and raw in variables) else raw
+            except ExprError as exc:
+                if exc.name in pending and exc.name != name:
+                    continue  # depends on a variable not evaluated yet
+                hint = did_you_mean(exc.name, list(variables)) if exc.name else None
+                low.fail(f"variable '{name}': {exc}", low.doc.locate(("model", "vars", name)), ("model", "vars", name), hint=hint)
+                env[name] = 0
+            del pending[name]
+            progress = True
+        if not progress:
+            names = ", ".join(sorted(pending))
+            low.fail(f"variables refer to each other in a cycle: {names}", low.doc.locate(("model", "vars")), ("model", "vars"))
+            break
+    return env
+
+
+def _lower_list(low: _Lowering, scope: _Scope, items: list, path: tuple, current: tuple | None) -> tuple | None:
+    for i, item in enumerate(items):
+        if len(low.nodes) > MAX_NODES:
+            low.fail(f"the model expands to more than {MAX_NODES} nodes", scope.locate(path + (i,)), path + (i,))
+            return None
+        try:
+            current = _lower_item(low, scope, {"op": item} if isinstance(item, str) else item, path + (i,), current)
+        except _Fail:
+            current = None
+    return current
+
+
+def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current: tuple | None) -> tuple | None:
+    loc = scope.locate(path)
+    op = item.get("op")
+    if "when" in item and not _typed(low, scope, item["when"], bool, path + ("when",)):
+        return current  # a node switched off by its condition passes its input through
+
+    if op != "residual" and op not in REGISTRY and op not in low.blocks:
+        choices = list(REGISTRY) + list(low.blocks) + ["residual"]
+        raise low.fail(f"unknown layer kind '{op}'", scope.locate(path + ("op",)) or loc, path + ("op",),
+                       hint=did_you_mean(op, choices) or "see docs/layers.md for the layer kinds", scope=scope)
+    repeat = _typed(low, scope, item.get("repeat", 1), int, path + ("repeat",))
+    if repeat < 1:
+        raise low.fail(f"repeat must be at least 1, got {repeat}", scope.locate(path + ("repeat",)), path + ("repeat",))
+
+    local_id = item.get("id") or _auto_id(scope, op)
+    if local_id in scope.names:
+        raise low.fail(f"duplicate id '{local_id}'", scope.locate(path + ("id",)) or loc, path + ("id",),
+                       hint="ids must be unique within the model or block", scope=scope)
+    if "from" in item:
+        refs = item["from"] if isinstance(item["from"], list) else [item["from"]]
+        inputs = tuple(_ref(low, scope, r, path + ("from",)) for r in refs)
+    else:
+        if current is None:
+            raise low.fail(f"'{local_id}' has no input", loc, path,
+                           hint="say where its input comes from with `from:` (the model has several inputs, or this node follows a failed one)",
+                           scope=scope)
+        if len(current) != 1:
+            raise low.fail(f"the node before '{local_id}' has {len(current)} outputs", loc, path,
+                           hint="pick one with `from: name.0`, or name them with `outputs: [a, b]`", scope=scope)
+        inputs = current
+
+    outs: tuple = inputs
+    for r in range(repeat):
+        name = scope.prefix + local_id + (f".{r}" if repeat > 1 else "")
+        if r and len(outs) != 1:
+            raise low.fail(f"repeat needs a single output to chain, '{local_id}' has {len(outs)}", loc, path)
+        # each copy takes the previous copy's output as its first input; other inputs (a mask) are shared
+        copy_inputs = inputs if r == 0 else outs + inputs[1:]
+        # inside a repeated node, `i` is the copy's index: `stride: "2 if i == 0 else 1"`
+        copy_scope = scope if repeat == 1 else replace(scope, env={**scope.env, "i": r})
+        if op == "residual":
+            outs = _lower_residual(low, copy_scope, item, path, name, copy_inputs)
+        elif op in REGISTRY:
+            outs = _lower_layer(low, copy_scope, item, path, name, REGISTRY[op], copy_inputs)
+        else:
+            outs = _lower_block(low, copy_scope, item, path, name, op, copy_inputs)
+    scope.names[local_id] = outs
+    named = item.get("outputs")
+    if named:
+        if len(named) != len(outs):
+            raise low.fail(f"'{local_id}' has {len(outs)} outputs but {len(named)} names are given", scope.locate(path + ("outputs",)),
+                           path + ("outputs",), scope=scope)
+        for alias, value in zip(named, outs):
+            scope.names[alias] = (value,)
+    return outs
+
+
+def _auto_id(scope: _Scope, op: str) -> str:
+    while True:
+        k = scope.counters.get(op, 0)
+        scope.counters[op] = k + 1
+        if f"{op}_{k}" not in scope.names:
+            return f"{op}_{k}"
+
+
+def _ref(low: _Lowering, scope: _Scope, ref: Any, path: tuple) -> str:
+    loc = scope.locate(path)
+    if not isinstance(ref, str):
+        raise low.fail(f"expected a node name, got {ref!r}", loc, path)
+    if ref in scope.names:
+        values = scope.names[ref]
+        if not values:
+            raise low.fail(f"block input '{ref}' was not passed", loc, path, hint="pass it in the block's `from:`", scope=scope)
+        if len(values) != 1:
+            raise low.fail(f"'{ref}' has {len(values)} outputs; pick one", loc, path,
+                           hint=f"write '{ref}.0' .. '{ref}.{len(values) - 1}', or name them with `outputs:`", scope=scope)
+        return values[0]
+    base, _, index = ref.rpartition(".")
+    if base in scope.names and index.isdigit() and int(index) < len(scope.names[base]):
+        return scope.names[base][int(index)]
+    raise low.fail(f"unknown name '{ref}'", loc, path, expected="an input or an earlier node's id",
+                   hint=did_you_mean(ref, list(scope.names)) or f"known here: {', '.join(list(scope.names)[-8:])}", scope=scope)
+
+
+def _typed(low: _Lowering, scope: _Scope, raw: Any, kind: type, path: tuple, minimum: float | None = None):
+    """Resolve a literal or expression to a value of `kind` (int, float, bool, str)."""
+    loc = scope.locate(path)
+    value = raw
+    if isinstance(raw, str) and kind is not str:
+        try:
+            value = evaluate(raw, scope.env)
+        except ExprError as exc:
+            hint = did_you_mean(exc.name, list(scope.env)) if exc.name else None
+            raise low.fail(str(exc), loc, path, hint=hint, scope=scope) from None
+    elif isinstance(raw, str) and raw in scope.env and isinstance(scope.env[raw], str):
+        value = scope.env[raw]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        shown = f"'{raw}' = {value!r}" if isinstance(raw, str) and raw != value else repr(value)
+        raise low.fail(f"expected {kind.__name__}, got {shown}", loc, path, expected=kind.__name__, scope=scope)
+    if minimum is not None and value < minimum:
+        raise low.fail(f"must be at least {minimum:g}, got {value}", loc, path, scope=scope)
+    return value
+
+
+def _attr_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple):
+    if raw is None:
+        return None
+    t = attr.type
+    if t in ("int", "float", "bool"):
+        return _typed(low, scope, raw, PARAM_TYPES[t], path, attr.minimum)
+    if t == "str":
+        value = _typed(low, scope, raw, str, path)
+        if attr.choices and value not in attr.choices:
+            raise low.fail(f"'{value}' is not one of {', '.join(attr.choices)}", scope.locate(path), path,
+                           hint=did_you_mean(value, attr.choices), scope=scope)
+        return value
+    if t == "padding" and raw in ("same", "valid"):
+        return raw
+    if t in ("ints", "padding"):
+        if isinstance(raw, list):
+            return [_typed(low, scope, v, int, path + (i,)) for i, v in enumerate(raw)]
+        if isinstance(raw, str) and not (is_expression(raw) or raw in scope.env):
+            raise low.fail(f"expected an int or a list of ints, got '{raw}'", scope.locate(path), path, scope=scope)
+        return _typed(low, scope, raw, int, path)
+    if t == "dims":
+        out = []
+        for i, v in enumerate(raw if isinstance(raw, list) else [raw]):
+            try:
+                out.append(v if isinstance(v, int) else D.normalize(evaluate(str(v), scope.env, symbolic=True)))
+            except ExprError as exc:
+                raise low.fail(str(exc), scope.locate(path + (i,)), path + (i,), scope=scope) from None
+        return out
+    return raw  # refs are resolved by the caller
+
+
+def _lower_layer(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, kind: LayerKind,
+                 inputs: tuple) -> tuple:
+    attrs, attr_locs, refs = {}, [], []
+    allowed = set(NODE_KEYS) | {a.name for a in kind.attrs}
+    for key in item:
+        if key not in allowed:
+            raise low.fail(f"unknown attribute '{key}' for {kind.name}", scope.key_locate(path + (key,)), path + (key,),
+                           expected=", ".join(a.name for a in kind.attrs) or "no attributes",
+                           hint=did_you_mean(key, sorted(allowed)), scope=scope)
+    failed = False
+    for attr in kind.attrs:
+        apath = path + (attr.name,)
+        if attr.name not in item:
+            if attr.required:
+                low.fail(f"{kind.name} '{name}' needs '{attr.name}' ({attr.doc})", scope.locate(path), path, scope=scope)
+                failed = True
+            attrs[attr.name] = None if attr.required else attr.default
+            continue
+        attr_locs.append((attr.name, scope.locate(apath)))
+        try:
+            attrs[attr.name] = _attr_value(low, scope, attr, item[attr.name], apath)
+        except _Fail:
+            failed = True
+            continue
+        if attr.type == "ref" and scope.names.get(item[attr.name], None) == ():
+            attrs[attr.name] = None  # refers to a block input that was not passed
+        elif attr.type == "ref" and item[attr.name] is not None:
+            try:
+                refs.append(_ref(low, scope, item[attr.name], apath))
+            except _Fail:
+                failed = True
+    low_n, high_n = kind.arity
+    if not (low_n <= len(inputs) and (high_n is None or len(inputs) <= high_n)):
+        want = f"{low_n}" if low_n == high_n else f"at least {low_n}" if high_n is None else f"{low_n} to {high_n}"
+        low.fail(f"{kind.name} takes {want} input(s), got {len(inputs)}", scope.locate(path + ("from",)) or scope.locate(path),
+                 path + ("from",), scope=scope)
+        failed = True
+    if failed:
+        raise _Fail()
+    count = kind.outputs(attrs)
+    outputs = (name,) if count == 1 else tuple(f"{name}.{k}" for k in range(count))
+    ties = []
+    for param, target in (item.get("tie") or {}).items():
+        base, _, tparam = str(target).partition(":")
+        value = _ref(low, scope, base, path + ("tie", param))
+        ties.append((param, low.producer.get(value, value), tparam or param))
+    node = Node(
+        name=name, op=kind.name, attrs=tuple(attrs.items()), inputs=tuple(inputs) + tuple(refs), outputs=outputs,
+        loc=scope.locate(path), context=scope.context, attr_locs=tuple(attr_locs),
+        region=scope.region or (name if item.get("checkpoint") else None),
+        trainable=scope.trainable and item.get("trainable", True),
+        init=_parse_init(item["init"]) + scope.init if "init" in item else scope.init,
+        ties=tuple(ties))
+    if name in low.node_names:
+        raise low.fail(f"two nodes are both named '{name}'", node.loc, path, hint="give one of them another id", scope=scope)
+    low.node_names.add(name)
+    low.nodes.append(node)
+    for v in outputs:
+        low.producer[v] = name
+    return outputs
+
+
+def _lower_residual(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, inputs: tuple) -> tuple:
+    if len(inputs) != 1:
+        raise low.fail(f"a residual takes one input, got {len(inputs)}", scope.locate(path), path, scope=scope)
+    body = _lower_list(low, scope, item.get("body") or [], path + ("body",), inputs)
+    short = _lower_list(low, scope, item["shortcut"], path + ("shortcut",), inputs) if item.get("shortcut") else inputs
+    if body is None or short is None:
+        raise _Fail()
+    flags = {k: v for k, v in item.items() if k in ("checkpoint", "trainable")}
+    return _lower_layer(low, scope, {"op": "add", **flags}, path, name, REGISTRY["add"], short + body)
+
+
+def _lower_block(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, op: str, inputs: tuple) -> tuple:
+    body, bpath, bdoc = low.blocks[op]
+    loc = scope.locate(path)
+    if scope.depth >= MAX_BLOCK_DEPTH:
+        raise low.fail(f"blocks nest deeper than {MAX_BLOCK_DEPTH} levels (does '{op}' use itself?)", loc, path, scope=scope)
+    params = body.get("params") or {}
+    args = {k: v for k, v in item.items() if k not in NODE_KEYS}
+    for key in args:
+        if key not in params:
+            raise low.fail(f"block '{op}' has no parameter '{key}'", scope.key_locate(path + (key,)), path + (key,),
+                           expected=", ".join(params) or "no parameters", hint=did_you_mean(key, list(params)), scope=scope)
+    block_locate = bdoc.locate
+    env: dict = {}
+    arg_scope = scope
+    for pname, pdecl in params.items():
+        ptype, default = (pdecl, None) if isinstance(pdecl, str) else (pdecl.get("type", "int"), pdecl.get("default"))
+        kind = PARAM_TYPES[ptype]
+        if pname in args:
+            env[pname] = _typed(low, arg_scope, args[pname], kind, path + (pname,))
+        elif default is not None:
+            default_scope = _Scope(name + ".", env, block_locate, lambda p: bdoc.locate(p, key=True), context=scope.context)
+            env[pname] = _typed(low, default_scope, default, kind, bpath + ("params", pname, "default"))
+        else:
+            raise low.fail(f"block '{op}' needs parameter '{pname}' ({ptype})", loc, path,
+                           hint=f"add `{pname}: ...` to this node", scope=scope)
+    block_inputs = body.get("inputs") or ["x"]
+    if not 1 <= len(inputs) <= len(block_inputs):
+        raise low.fail(f"block '{op}' takes up to {len(block_inputs)} input(s) ({', '.join(block_inputs)}), got {len(inputs)}",
+                       scope.locate(path + ("from",)) or loc, path + ("from",), scope=scope)
+    # inputs not passed are absent: an attribute referring to one (a mask, a memory) is as if unset
+    passed = {b: (v,) for b, v in zip(block_inputs, inputs)}
+    passed.update({b: () for b in block_inputs[len(inputs):]})
+    where = f"{loc}" if loc else op
+    child = _Scope(
+        prefix=name + ".", env=env, locate=block_locate, key_locate=lambda p: bdoc.locate(p, key=True),
+        names=passed,
+        region=scope.region or (name if item.get("checkpoint") else None),
+        trainable=scope.trainable and item.get("trainable", True),
+        init=_parse_init(item["init"]) + scope.init if "init" in item else scope.init,
+        context=f"in {name}, a {op} block used at {where}" + (f"; {scope.context}" if scope.context else ""),
+        depth=scope.depth + 1)
+    last = _lower_list(low, child, body.get("layers") or [], bpath + ("layers",), (inputs[0],))
+    declared = body.get("outputs")
+    if declared:
+        return tuple(_ref(low, child, ref, bpath + ("outputs", i)) for i, ref in enumerate(declared))
+    if last is None:
+        raise _Fail()
+    return last
+
+
+def _parse_init(raw) -> tuple[tuple[str, dict], ...]:
+    """`init:` as (selector, scheme) pairs; selector '*weight' = every weight matrix/kernel, '*bias' = every bias."""
+    if isinstance(raw, str) or (isinstance(raw, dict) and "scheme" in raw):
+        return (("*weight", _scheme(raw)),)
+    out = []
+    for param, scheme in raw.items():
+        out.append(({"weight": "*weight", "bias": "*bias"}.get(param, param), _scheme(scheme)))
+    return tuple(out)
+
+
+def _scheme(raw) -> dict:
+    return {"scheme": raw} if isinstance(raw, str) else dict(raw)

@@ -1,0 +1,118 @@
+"""The checked spec: what `dlspec.load` returns and every later stage consumes.
+
+The whole front end is the pipeline in `load()`: read, validate, lower, infer shapes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import sympy
+
+from . import dims as D
+from .errors import DlspecError, Loc
+from .ir import Graph, TensorType, dim_str
+from .document import Document, load_document
+from .lower import lower
+from .schema import validate_document
+from .shapes import infer_shapes
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ints, or strings for symbolic dims ("B", "T + 1")
+    dtype: str
+    range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DimSpec:
+    name: str
+    example: int
+    min: int = 1
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    name: str
+    document: dict
+    graph: Graph
+    spec_hash: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dims: Mapping[str, DimSpec]
+    source: Document
+
+    @property
+    def training(self) -> dict | None:
+        return self.document.get("training")
+
+    @property
+    def export(self) -> dict | None:
+        return self.document.get("export")
+
+    def locate(self, path: Iterable) -> Loc | None:
+        return self.source.locate(tuple(path))
+
+    def example_sizes(self) -> dict[str, int]:
+        return {name: d.example for name, d in self.dims.items()}
+
+
+def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Spec:
+    """Read, validate, lower and shape-check a spec file; raises DlspecError with every problem found."""
+    doc = load_document(path, overrides)       # YAML -> plain data with locations, includes, --set overrides
+    validate_document(doc)                     # JSON Schema (schemas/dlspec.schema.json), all errors located
+    if "model" not in doc.data:
+        raise DlspecError.single("this file has no `model:` section (a block library can be included, not loaded)",
+                                 doc.locate(()), hint="add a model: section, or include this file from a spec")
+    graph = lower(doc)                         # blocks, repeats, residuals, variables -> flat IR, names resolved
+    graph = infer_shapes(graph)                # symbolic shapes, wiring and tie checks
+    return _spec(doc, graph)
+
+
+def _spec(doc: Document, graph: Graph) -> Spec:
+    inputs = tuple(TensorSpec(v.name, _shape(v.type), v.type.dtype, v.range) for v in graph.inputs)
+    outputs = tuple(TensorSpec(name, _shape(graph.types[value]), graph.types[value].dtype) for name, value in graph.outputs)
+    declared = doc.data["model"].get("dims") or {}
+    dims = {}
+    for v in graph.inputs:
+        for d in v.type.shape:
+            for sym in sorted(getattr(d, "free_symbols", ()), key=str):
+                name = str(sym)
+                decl = declared.get(name, {})
+                decl = {"example": decl} if isinstance(decl, int) else decl
+                dims[name] = DimSpec(name, decl.get("example", 2 if name == "B" else 8), decl.get("min", 1), decl.get("max"))
+    return Spec(doc.path, graph.name, doc.data, graph, graph_hash(graph), inputs, outputs, dims, doc)
+
+
+def _shape(t: TensorType) -> tuple:
+    return tuple(d if isinstance(d, int) else dim_str(d) for d in t.shape)
+
+
+def graph_hash(graph: Graph) -> str:
+    """A hash of everything that defines the model's computation and parameters (not training settings)."""
+    def plain(v):
+        return str(v) if isinstance(v, sympy.Basic) else v
+    canonical = {
+        "inputs": [[v.name, [plain(d) for d in v.type.shape], v.type.dtype] for v in graph.inputs],
+        "nodes": [[n.name, n.op, [[k, plain(v) if not isinstance(v, list) else [plain(x) for x in v]] for k, v in n.attrs],
+                   list(n.inputs), n.region, n.trainable, [[s, dict(m)] for s, m in n.init], [list(t) for t in n.ties]]
+                  for n in graph.nodes],
+        "outputs": [list(o) for o in graph.outputs],
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def concrete_shape(shape: Iterable, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """Evaluate a TensorSpec shape (ints and symbolic strings) at the given dim sizes."""
+    from .expr import evaluate
+    out = []
+    for d in shape:
+        out.append(d if isinstance(d, int) else D.substitute(sympy.sympify(evaluate(str(d), {}, symbolic=True)), dict(sizes)))
+    return tuple(out)

@@ -1,0 +1,83 @@
+"""What `dlspec build` reports: one row per node, parameter totals, size and forward MACs.
+
+Counts come from the registry's parameter shapes (tied parameters counted once);
+a test checks them against the built module.
+"""
+from __future__ import annotations
+
+from . import dims as D
+from .ir import Graph
+from .layers import REGISTRY
+from .spec import Spec
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def node_params(graph: Graph) -> dict[str, int]:
+    """Unique parameters owned by each node (a tied parameter belongs to its target)."""
+    out = {}
+    for node in graph.nodes:
+        tied = {param for param, _, _ in node.ties}
+        shapes = REGISTRY[node.op].params(node.a)
+        out[node.name] = sum(D.product(s) for p, s in shapes.items() if p not in tied)
+    return out
+
+
+def summarize(spec: Spec) -> dict:
+    graph = spec.graph
+    counts = node_params(graph)
+    sizes = spec.example_sizes()
+    batch = next((str(v.type.shape[0]) for v in graph.inputs if v.type.shape and not D.is_static(v.type.shape[0])), None)
+    per_example = {**sizes, **({batch: 1} if batch else {})}
+    rows, total_macs = [], 0
+    for node in graph.nodes:
+        ins = [graph.types[v] for v in node.inputs]
+        macs = REGISTRY[node.op].macs(node.a, ins, list(node.types))
+        macs = D.substitute(D.normalize(macs), per_example) if macs else 0
+        total_macs += macs
+        rows.append({"id": node.name, "op": node.op, "shape": ", ".join(str(t) for t in node.types),
+                     "params": counts[node.name], "trainable": node.trainable, "macs": macs})
+    params = sum(counts.values())
+    trainable = sum(counts[n.name] for n in graph.nodes if n.trainable)
+    return {
+        "name": spec.name, "file": str(spec.path), "spec_hash": spec.spec_hash,
+        "params": params, "trainable_params": trainable, "size_mb": round(params * 4 / 1e6, 3),
+        "macs_per_example": total_macs, "flops_per_example": 2 * total_macs, "example_sizes": per_example,
+        "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in spec.inputs],
+        "outputs": [{"name": o.name, "shape": list(o.shape), "dtype": o.dtype} for o in spec.outputs],
+        "nodes": rows,
+    }
+
+
+def _human(n: float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(int(n))
+
+
+def format_summary(s: dict, max_rows: int = 400) -> str:
+    rows = s["nodes"]
+    widths = [max([len("node")] + [len(r["id"]) for r in rows]), max([len("op")] + [len(r["op"]) for r in rows]),
+              max([len("output shape")] + [len(r["shape"]) for r in rows])]
+    head = f"{'node':<{widths[0]}}  {'op':<{widths[1]}}  {'output shape':<{widths[2]}}  {'params':>12}"
+    lines = [f"{s['name']}  ({s['file']})", head, "-" * len(head)]
+    shown = rows if len(rows) <= max_rows else rows[: max_rows // 2] + [None] + rows[-max_rows // 2:]
+    for r in shown:
+        if r is None:
+            lines.append(f"... {len(rows) - max_rows} more nodes (--json lists all) ...")
+            continue
+        frozen = "" if r["trainable"] else "  (frozen)"
+        lines.append(f"{r['id']:<{widths[0]}}  {r['op']:<{widths[1]}}  {r['shape']:<{widths[2]}}  {r['params']:>12,}{frozen}")
+    lines.append("-" * len(head))
+    sizes = ", ".join(f"{k}={v}" for k, v in s["example_sizes"].items())
+    lines += [
+        f"inputs:            " + "; ".join(f"{i['name']} [{', '.join(map(str, i['shape']))}] {i['dtype']}" for i in s["inputs"]),
+        f"outputs:           " + "; ".join(f"{o['name']} [{', '.join(map(str, o['shape']))}] {o['dtype']}" for o in s["outputs"]),
+        f"parameters:        {s['params']:,}",
+        f"trainable:         {s['trainable_params']:,}",
+        f"size (fp32):       {s['size_mb']:.2f} MB",
+        f"forward / example: {_human(s['macs_per_example'])} MACs, {_human(s['flops_per_example'])} FLOPs"
+        + (f" (at {sizes})" if sizes else ""),
+    ]
+    return "\n".join(lines)

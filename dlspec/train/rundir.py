@@ -1,0 +1,102 @@
+"""The run directory: created for a new run, reopened (and checked) for a resumed one.
+
+RUN/spec.yaml      the resolved spec (after --set overrides)
+RUN/run.json       where the spec came from, so `--resume RUN` alone finds its relative paths
+RUN/metrics.jsonl  one JSON object per event
+RUN/checkpoints/   last.pt, best.pt, step-N.pt
+RUN/weights.pt     the final weights;  RUN/summary.json  the final summary;  RUN/vocab.json  (text data)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlspec.errors import DlspecError
+from dlspec.train import checkpoint
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "weights.pt"
+
+    def step_file(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}.pt"
+
+    def write_json(self, name: str, data: Any) -> None:
+        checkpoint.write_bytes_atomic(self.path / name, (json.dumps(data, indent=2) + "\n").encode())
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text(encoding="utf-8"))
+
+    def write_spec(self, document: dict) -> None:
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        checkpoint.write_bytes_atomic(self.path / "spec.yaml", text.encode())
+
+
+def new(out: Path | None, name: str) -> RunDir:
+    """A fresh directory: --out if given (it must be empty), else runs/NAME, runs/NAME-2, ..."""
+    if out is not None:
+        if out.exists() and any(out.iterdir()):
+            raise DlspecError.single(f"{out} already holds files; a new run will not write over them", usage=True,
+                                     hint=f"continue that run with `--resume {out}`, or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        return RunDir(out)
+    base = Path("runs") / name
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{name}-{n}")
+    path.mkdir(parents=True)
+    return RunDir(path)
+
+
+def existing(path: Path) -> RunDir:
+    run = RunDir(path)
+    if not run.last.is_file():
+        raise DlspecError.single(f"{path} has no checkpoint to resume from ({run.last} is missing)", usage=True,
+                                 hint="checkpoints are written every checkpoint.every_steps steps and after each epoch")
+    return run
+
+
+def check_same_model(state: dict, spec: Any, force: bool) -> list[str]:
+    """The changes between the checkpoint's model and the spec's; refused unless `force`."""
+    if state.get("spec_hash") == spec.spec_hash:
+        return []
+    changes = checkpoint.describe_changes(state.get("model_document", {}), checkpoint.model_document(spec.document))
+    changes = changes or ["the model's computation differs (a standard block or default changed)"]
+    if not force:
+        raise DlspecError.single("the model changed since this run was checkpointed:\n    " + "\n    ".join(changes),
+                                 hint="resume with the spec the run started with, or pass --force to load the "
+                                      "checkpoint into the changed model", usage=True)
+    return changes
+
+
+def cut_metrics(run: RunDir, size: int) -> None:
+    """Drop metrics.jsonl lines written after the checkpoint we resume from: they will be written again."""
+    if run.metrics.exists() and run.metrics.stat().st_size > size:
+        with run.metrics.open("r+b") as handle:
+            handle.truncate(size)
