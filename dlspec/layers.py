@@ -194,7 +194,7 @@ def _conv_kind(n: int, transposed: bool = False) -> LayerKind:
         k, s, d = _pair(a["kernel"], n), _pair(a["stride"], n), _pair(a["dilation"], n)
         if a["padding"] in ("same", "valid"):
             if transposed:
-                raise ShapeError(f"{name} takes integer padding", attr="padding")
+                raise ShapeError(f"takes integer padding, not '{a['padding']}'", attr="padding")
             if a["padding"] == "same" and any(x != 1 for x in s):
                 raise ShapeError("padding 'same' needs stride 1 (PyTorch refuses it otherwise)", attr="padding",
                                  hint="use an integer padding, e.g. kernel // 2")
@@ -209,7 +209,7 @@ def _conv_kind(n: int, transposed: bool = False) -> LayerKind:
             spatial = tuple(D.window_out(size, k[i], s[i], p[i], d[i]) for i, size in enumerate(t.shape[2:]))
         for size in spatial:
             if D.is_static(size) and size < 1:
-                raise ShapeError(f"{name} output would be empty: spatial size {size} for input {t}",
+                raise ShapeError(f"output would be empty: spatial size {size} for input {t}",
                                  attr="kernel", hint="the input is smaller than the kernel; pad it or use a smaller kernel/stride")
         return [TensorType((t.shape[0], a["out"]) + tuple(spatial), t.dtype)]
 
@@ -261,7 +261,7 @@ def _pool_kind(kind: str, n: int) -> LayerKind:
         spatial = tuple(D.window_out(size, k[i], s[i], p[i], 1, a["ceil_mode"]) for i, size in enumerate(t.shape[-n:]))
         for size in spatial:
             if D.is_static(size) and size < 1:
-                raise ShapeError(f"{name} output would be empty for input {t}", attr="kernel",
+                raise ShapeError(f"output would be empty for input {t}", attr="kernel",
                                  hint="the input is smaller than the pooling window")
         return [TensorType(lead + spatial, t.dtype)]
 
@@ -379,7 +379,7 @@ register(LayerKind("dropout", "Randomly zeroes elements with probability p durin
 def _embedding_rule(a, ins):
     t = ins[0]
     if t.dtype not in INTS:
-        raise ShapeError(f"embedding expects integer indices, got {t.dtype}", expected="an int64 input",
+        raise ShapeError(f"expects integer indices, got {t.dtype}", expected="an int64 input",
                          hint="declare the input with dtype: int64")
     return [TensorType(t.shape + (a["dim"],), "float32")]
 
@@ -467,7 +467,7 @@ def _flatten_rule(a, ins):
     if start > end:
         raise ShapeError(f"start ({a['start']}) comes after end ({a['end']})", attr="start")
     if start == 0 and end > 0 and not D.is_static(t.shape[0]):
-        raise ShapeError(f"flatten from dim 0 folds the batch dim '{t.shape[0]}' into the features (input {t})",
+        raise ShapeError(f"flattening from dim 0 folds the batch dim '{t.shape[0]}' into the features (input {t})",
                          attr="start", expected="start: 1", hint="flatten keeps dim 0 (the batch) when start is 1")
     return [TensorType(t.shape[:start] + (D.product(t.shape[start:end + 1]),) + t.shape[end + 1:], t.dtype)]
 
@@ -727,7 +727,7 @@ def _matmul_rule(a, ins):
     if x.rank < 2 or y.rank < 2:
         raise ShapeError(f"matmul expects rank >= 2 inputs, got {x} and {y}")
     if D.equal(x.shape[-1], y.shape[-2]) is not True:
-        raise ShapeError(f"matmul: inner dims differ: {x} @ {y} ({x.shape[-1]} vs {y.shape[-2]})",
+        raise ShapeError(f"inner dims differ: {x} @ {y} ({x.shape[-1]} vs {y.shape[-2]})",
                          hint="transpose one input so the last dim of the first equals the second-to-last of the second")
     batch = broadcast(TensorType(x.shape[:-2], x.dtype), TensorType(y.shape[:-2], y.dtype))
     return [TensorType(batch.shape + (x.shape[-2], y.shape[-1]), x.dtype)]

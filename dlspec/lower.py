@@ -42,6 +42,10 @@ class _Fail(Exception):
     """Stops lowering one node after its problem was recorded."""
 
 
+# The value of a node that failed: whatever depends on it fails silently (its cause is already reported).
+_FAILED = ("<failed>",)
+
+
 @dataclass
 class _Scope:
     prefix: str  # qualified-name prefix: "" at top level, "h.3." inside a block instance
@@ -106,7 +110,9 @@ def lower(doc: Document) -> Graph:
     outputs, output_locs = [], []
     declared = model.get("outputs")
     if declared is None:
-        if last is None or len(last) != 1:
+        if last == _FAILED:
+            pass
+        elif last is None or len(last) != 1:
             low.fail("the model's output is ambiguous", doc.locate(("model",)), ("model",),
                      hint="name the outputs: `outputs: {logits: head}`")
         else:
@@ -166,10 +172,13 @@ def _lower_list(low: _Lowering, scope: _Scope, items: list, path: tuple, current
         if len(low.nodes) > MAX_NODES:
             low.fail(f"the model expands to more than {MAX_NODES} nodes", scope.locate(path + (i,)), path + (i,))
             return None
+        item = {"op": item} if isinstance(item, str) else item
         try:
-            current = _lower_item(low, scope, {"op": item} if isinstance(item, str) else item, path + (i,), current)
+            current = _lower_item(low, scope, item, path + (i,), current)
         except _Fail:
-            current = None
+            current = _FAILED
+            if isinstance(item.get("id"), str) and item["id"] not in scope.names:
+                scope.names[item["id"]] = _FAILED
     return current
 
 
@@ -195,6 +204,8 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
         refs = item["from"] if isinstance(item["from"], list) else [item["from"]]
         inputs = tuple(_ref(low, scope, r, path + ("from",)) for r in refs)
     else:
+        if current == _FAILED:
+            raise _Fail()
         if current is None:
             raise low.fail(f"'{local_id}' has no input", loc, path,
                            hint="say where its input comes from with `from:` (the model has several inputs, or this node follows a failed one)",
@@ -244,6 +255,8 @@ def _ref(low: _Lowering, scope: _Scope, ref: Any, path: tuple) -> str:
         raise low.fail(f"expected a node name, got {ref!r}", loc, path)
     if ref in scope.names:
         values = scope.names[ref]
+        if values == _FAILED:
+            raise _Fail()
         if not values:
             raise low.fail(f"block input '{ref}' was not passed", loc, path, hint="pass it in the block's `from:`", scope=scope)
         if len(values) != 1:
@@ -379,7 +392,7 @@ def _lower_residual(low: _Lowering, scope: _Scope, item: dict, path: tuple, name
         raise low.fail(f"a residual takes one input, got {len(inputs)}", scope.locate(path), path, scope=scope)
     body = _lower_list(low, scope, item.get("body") or [], path + ("body",), inputs)
     short = _lower_list(low, scope, item["shortcut"], path + ("shortcut",), inputs) if item.get("shortcut") else inputs
-    if body is None or short is None:
+    if body in (None, _FAILED) or short in (None, _FAILED):
         raise _Fail()
     flags = {k: v for k, v in item.items() if k in ("checkpoint", "trainable")}
     return _lower_layer(low, scope, {"op": "add", **flags}, path, name, REGISTRY["add"], short + body)
@@ -430,7 +443,7 @@ def _lower_block(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
     declared = body.get("outputs")
     if declared:
         return tuple(_ref(low, child, ref, bpath + ("outputs", i)) for i, ref in enumerate(declared))
-    if last is None:
+    if last in (None, _FAILED):
         raise _Fail()
     return last
 

@@ -250,6 +250,8 @@ def _problems(error: ValidationError, doc: Document) -> list[Problem]:
         want = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         names = {"integer": "an integer", "number": "a number", "string": "a string or expression", "boolean": "true/false",
                  "array": "a list", "object": "a mapping", "null": "null"}
+        if "string" in want and len(want) > 1:  # strings there are expressions: say what the literal should be
+            want = [w for w in want if w != "string"] + ["an expression"]
         return [Problem(f"expected {' or '.join(names.get(w, w) for w in want)}, got {_show(value)}", loc, where,
                         expected=error.schema.get("description"))]
     if kind == "enum":

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from dlspec.builder import build
+import dlspec
 from dlspec.errors import DlspecError, Problem
-from dlspec.spec import Spec, load
+from dlspec.spec import Spec
 
 from . import config as cfg
 from . import parity, report, weights as W
@@ -81,11 +81,11 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
 
 
 def _load(spec: Spec | str | Path, overrides: Iterable[str]) -> Spec:
-    return spec if isinstance(spec, Spec) else load(spec, tuple(overrides))
+    return spec if isinstance(spec, Spec) else dlspec.load(spec, tuple(overrides))
 
 
 def _model(spec: Spec, checkpoint, last: bool, seed: int):
-    model = build(spec, seed=seed)
+    model = dlspec.build(spec, seed=seed)
     if checkpoint is None:
         if last:
             raise DlspecError.single("--last needs --checkpoint RUN_DIR", usage=True)

@@ -89,6 +89,7 @@ class DataConfig:
 class TrainConfig:
     seed: int
     deterministic: bool
+    threads: int | None
     device: str
     precision: str
     compile: Mapping[str, Any] | None  # None: eager
@@ -187,7 +188,8 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
     if problems:
         raise DlspecError(problems)
     return TrainConfig(
-        seed=t.get("seed", 0), deterministic=t.get("deterministic", False), device=t.get("device", "auto"),
+        seed=t.get("seed", 0), deterministic=t.get("deterministic", False), threads=t.get("threads"),
+        device=t.get("device", "auto"),
         precision=t.get("precision", "fp32"),
         compile=(compile_doc if isinstance(compile_doc, dict) else {}) if compile_doc else None,
         epochs=t.get("epochs", 1), max_steps=t.get("max_steps"), data=data, losses=losses,

@@ -42,6 +42,8 @@ def train(spec: Any, out: Path | None = None, *, resume: Path | None = None, for
     """
     cfg = config.parse(spec.training, spec.locate)
     devices.make_deterministic(cfg.deterministic)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = devices.pick(cfg.device, int(os.environ.get("LOCAL_RANK", "0")), spec.locate)
     world = distributed.init(cfg.strategy, cfg.backend, cfg.timeout_s, device.type, spec.locate)
     try:

@@ -191,6 +191,8 @@ SCHEDULER = _obj("Learning-rate schedule; options depend on `kind`.", {
 TRAINING_SCHEMA: dict[str, Any] = _obj("How `dlspec train` trains the model.", {
     "seed": _int("Seed of every random generator: one seed makes a run reproducible (default 0)."),
     "deterministic": _bool("Use deterministic algorithms only (slower on GPU; errors on ops without one)."),
+    "threads": _int("CPU threads for one process's tensor ops (default: torch's choice). Small models train "
+                    "faster on 1, and 1 is robust on a busy machine.", 1),
     "device": {"type": "string", "pattern": r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
                "description": "auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N."},
     "precision": _str("fp32, bf16 or fp16 (autocast; fp16 uses a gradient scaler).", ["fp32", "bf16", "fp16"]),

@@ -1,0 +1,93 @@
+"""The command line as users see it: exit codes, messages, JSON, files; never a traceback."""
+import json
+
+import pytest
+import torch
+
+from dlspec.cli import main
+from support import INVALID, ROOT, SPECS, run_dlspec
+
+INVALID_DIR = ROOT / "tests" / "specs" / "invalid"
+
+
+def test_validate_all_example_specs(capsys):
+    assert main(["validate", *map(str, SPECS)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(SPECS)} valid, 0 invalid" in out and "124,439,808 parameters" in out
+
+
+def test_validate_invalid_exits_1_with_location_and_hint():
+    done = run_dlspec("validate", "tests/specs/invalid/linear-in-mismatch.yaml")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "tests/specs/invalid/linear-in-mismatch.yaml:14:33: error: fc1 (linear): in is 4096 but the input has 16384" in done.stderr
+    assert "hint:" in done.stderr
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_no_invalid_spec_crashes_the_cli(path, capsys):
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "error:" in err and "Traceback" not in err
+
+
+def test_usage_errors_exit_2():
+    assert run_dlspec("validate", "no/such/file.yaml").returncode == 2
+    done = run_dlspec("validate")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert run_dlspec("frobnicate").returncode == 2
+    done = run_dlspec("validate", "specs/seed-mlp.yaml", "--set", "nonsense")
+    assert done.returncode == 2 and "key.path=value" in done.stderr
+
+
+def test_json_format_lists_every_error_for_editors(capsys):
+    code = main(["validate", "--format", "json", str(INVALID_DIR / "unknown-attribute.yaml"), str(ROOT / "specs" / "seed-mlp.yaml")])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["ok"] is False
+    bad, good = report["specs"]
+    assert good["ok"] and good["params"] == 235_146
+    assert {"file", "line", "column", "path", "message", "expected", "hint"} <= set(bad["errors"][0])
+    typo = next(e for e in bad["errors"] if "kernal" in e["message"])
+    assert (typo["line"], typo["column"], typo["hint"]) == (7, 35, "did you mean 'kernel'?")
+
+
+def test_set_overrides_on_the_command_line(capsys):
+    assert main(["validate", str(ROOT / "specs" / "seed-cnn.yaml"), "--set", "model.inputs.x.shape=[B, 3, 32, 32]"]) == 1
+    assert "16384" in capsys.readouterr().err
+
+
+def test_build_prints_a_summary(capsys):
+    assert main(["build", str(ROOT / "specs" / "gpt2-small.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "parameters:        124,439,808" in out and "lm_head" in out and "[B, T, 50257]" in out
+    assert "MACs" in out and "size (fp32):       497.76 MB" in out
+
+
+def test_build_json_and_saved_weights(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    assert main(["build", str(ROOT / "specs" / "seed-convnet.yaml"), "--json", "--out", str(weights)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"name", "params", "trainable_params", "inputs", "outputs", "nodes"} <= set(summary)
+    assert summary["params"] == 421_642 and summary["nodes"][0] == {
+        "id": "conv1", "op": "conv2d", "shape": "[B, 32, 28, 28]", "params": 320, "trainable": True, "macs": 225_792}
+    saved = torch.load(weights, weights_only=True)
+    assert saved["spec_hash"] == summary["spec_hash"] and "fc2.weight" in saved["model"]
+
+
+def test_emit_python(tmp_path, capsys):
+    out = tmp_path / "gpt.py"
+    assert main(["build", str(ROOT / "specs" / "gpt2-small.yaml"), "--set", "model.vars.layers=1",
+                 "--emit-python", str(out)]) == 0
+    text = out.read_text()
+    assert "class Gpt2Small(nn.Module)" in text and "class MultiHeadAttention(nn.Module)" in text
+    assert "dlspec" not in "\n".join(line for line in text.splitlines() if line.startswith(("import", "from")))
+    compile(text, str(out), "exec")
+
+
+def test_schema_command_prints_the_committed_schema(capsys):
+    assert main(["schema"]) == 0
+    assert capsys.readouterr().out == (ROOT / "schemas" / "dlspec.schema.json").read_text()
+
+
+def test_version():
+    done = run_dlspec("--version")
+    assert done.returncode == 0 and done.stdout.startswith("dlspec ")

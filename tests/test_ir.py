@@ -1,0 +1,92 @@
+"""Stage 3: lowering to the flat IR (blocks, repeats, residuals, variables, ties, regions)."""
+import pytest
+
+import dlspec
+from dlspec.errors import DlspecError
+from support import ROOT, VALID
+
+VALID_DIR = ROOT / "tests" / "specs" / "valid"
+
+
+def nodes(spec):
+    return {n.name: n for n in spec.graph.nodes}
+
+
+def test_sequential_chain_and_auto_ids():
+    spec = dlspec.load(ROOT / "specs" / "seed-mlp.yaml")
+    names = [n.name for n in spec.graph.nodes]
+    assert names == ["fc1", "relu_0", "fc2", "relu_1", "fc3"]
+    assert nodes(spec)["fc2"].inputs == ("relu_0",)
+
+
+def test_blocks_expand_with_defaults_repeat_and_copy_index():
+    spec = dlspec.load(VALID_DIR / "blocks.yaml")
+    n = nodes(spec)
+    # res_ffn x3 -> body.0 .. body.2; ffn's `hidden` defaults to 2 * dim; act_tanh picks gelu
+    assert n["body.2.ffn.up"].a == {"in": 16, "out": 32, "bias": True}
+    assert n["body.0.ffn.gelu_0"].op == "gelu" and "body.0.ffn.relu_0" not in n
+    # the first widen copy needs a projection shortcut, the second (i == 1) does not
+    assert "steps.0.proj" in n and "steps.1.proj" not in n and "same.proj" not in n
+    assert n["steps.0.residual_0"].inputs == ("steps.0.proj", "steps.0.fc")
+    assert n["steps.1.residual_0"].inputs == ("steps.0.residual_0", "steps.1.fc")
+
+
+def test_named_outputs_and_indexed_references():
+    n = nodes(dlspec.load(VALID_DIR / "dag.yaml"))
+    assert n["parts"].outputs == ("parts.0", "parts.1")
+    assert n["grow"].inputs == ("parts.0",) and n["right"].inputs == ("thirds.1",)
+    assert n["summed"].inputs == ("gated", "parts.1", "grow")
+
+
+def test_variables_expressions_and_overrides():
+    spec = dlspec.load(ROOT / "specs" / "seed-transformer.yaml", ["model.vars.d_model=64"])
+    assert nodes(spec)["encoder.0.ff.fc"].a["out"] == 256  # d_ff: 4 * d_model, after the override
+    assert spec.document["model"]["vars"]["d_model"] == 64
+
+
+def test_override_with_a_wrong_type_is_located_at_the_override():
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(ROOT / "specs" / "seed-transformer.yaml", ["model.vars.heads=three"])
+    (p,) = info.value.problems  # one problem: the nodes after the failed one do not pile on
+    assert p.message == "expected int, got 'heads' = 'three'" and p.loc.line == 25
+
+
+def test_ties_checkpoint_regions_freezing_and_init():
+    n = nodes(dlspec.load(VALID_DIR / "training-features.yaml"))
+    assert n["lm_head"].ties == (("weight", "wte", "weight"),)
+    assert n["h.1.attn"].region == "h.1" and n["ln_f"].region == "ln_f" and n["proj"].region is None
+    assert not n["wpe"].trainable and n["wte"].trainable
+    assert n["wte"].init[0] == ("*weight", {"scheme": "normal", "std": 0.02})
+    assert n["h.0.mlp.fc"].init == (("*weight", {"scheme": "xavier_uniform"}), ("*bias", {"scheme": "zeros"}))
+
+
+def test_includes_resolve_relative_to_the_including_file():
+    spec = dlspec.load(VALID_DIR / "include.yaml")
+    assert "down.conv" in nodes(spec) and "classifier.fc" in nodes(spec)
+
+
+def test_errors_inside_blocks_name_the_instance(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("dlspec: 1\nname: s\nblocks:\n  b:\n    params: {d: int}\n    layers:\n"
+                    "      - {op: linear, in: d, out: 4}\nmodel:\n  inputs: {x: {shape: [B, 8]}}\n"
+                    "  layers:\n    - {id: first, op: b, d: 8}\n    - {id: second, op: b, d: 8}\n")
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(path)
+    (p,) = info.value.problems
+    assert (p.loc.line, p.loc.col) == (7, 26)  # the `in:` inside the block definition
+    assert "second" in p.message and "11:7" not in p.message and "12:7" in p.message
+
+
+def test_block_recursion_is_an_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("dlspec: 1\nname: s\nblocks:\n  loop:\n    layers: [loop]\nmodel:\n"
+                    "  inputs: {x: {shape: [B, 8]}}\n  layers: [loop]\n")
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(path)
+    assert "nest deeper" in info.value.problems[0].message
+
+
+def test_spec_hash_follows_the_model_not_the_training_section():
+    base = dlspec.load(ROOT / "specs" / "seed-mlp.yaml")
+    assert dlspec.load(ROOT / "specs" / "seed-mlp.yaml").spec_hash == base.spec_hash
+    assert dlspec.load(ROOT / "specs" / "seed-mlp.yaml", ["model.layers.0.out=255", "model.layers.2.in=255"]).spec_hash != base.spec_hash

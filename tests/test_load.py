@@ -1,0 +1,106 @@
+"""Stage 1: safe YAML loading with locations."""
+import time
+
+import pytest
+
+from dlspec.document import MAX_DEPTH, load_document, parse_text
+from dlspec.errors import DlspecError
+
+
+def problems(text: str, tmp_path, name="spec.yaml", raw: bytes | None = None):
+    path = tmp_path / name
+    path.write_bytes(raw if raw is not None else text.encode())
+    with pytest.raises(DlspecError) as info:
+        load_document(path)
+    return info.value.problems
+
+
+def test_values_keep_line_and_column(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("dlspec: 1\nmodel:\n  layers:\n    - {op: linear, in: 4}\n")
+    doc = load_document(path)
+    loc = doc.locate(("model", "layers", 0, "in"))
+    assert (loc.line, loc.col) == (4, 24)
+    assert doc.locate(("model", "layers", 0, "op"), key=True).col == 8
+    # a path that does not exist reports its nearest ancestor
+    assert doc.locate(("model", "layers", 0, "nothing")).line == 4
+
+
+@pytest.mark.parametrize("text", [
+    "model: !!python/object/apply:os.system ['echo pwned']\n",
+    "model: !!python/name:os.system\n",
+    "model: !custom {a: 1}\n",
+    "x: !!binary aGVsbG8=\n",
+])
+def test_tags_never_construct_objects(tmp_path, text):
+    (p,) = problems(text, tmp_path)
+    assert "is not allowed" in p.message and p.loc.line == 1
+    assert "Python objects" in p.hint
+
+
+def test_duplicate_keys_are_errors_with_both_places(tmp_path):
+    (p,) = problems("a: 1\nb: 2\na: 3\n", tmp_path)
+    assert p.message == "duplicate key 'a'" and (p.loc.line, p.loc.col) == (3, 1)
+    assert "1:1" in p.hint
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path):
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    start = time.process_time()
+    (p,) = problems("\n".join(lines) + "\n", tmp_path)
+    assert "alias bomb" in p.hint
+    assert time.process_time() - start < 5  # generous: guards against expansion, not a timing test
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    (p,) = problems("[" * 20000 + "]" * 20000, tmp_path)
+    assert f"deeper than {MAX_DEPTH}" in p.message
+
+
+def test_deep_block_nesting_is_refused(tmp_path):
+    text = "".join("  " * i + f"k{i}:\n" for i in range(100)) + "  " * 100 + "v: 1\n"
+    (p,) = problems(text, tmp_path)
+    assert "nesting deeper" in p.message
+
+
+def test_non_utf8_and_binary(tmp_path):
+    (p,) = problems("", tmp_path, raw=b"name: caf\xe9\n")
+    assert "not valid UTF-8" in p.message and (p.loc.line, p.loc.col) == (1, 10)
+    (p,) = problems("", tmp_path, raw=b"\x89PNG\r\n\x1a\n\x00\x00\x00")
+    assert "binary file" in p.message
+
+
+def test_one_document_per_file(tmp_path):
+    (p,) = problems("a: 1\n---\nb: 2\n", tmp_path)
+    assert "one YAML document" in p.message and p.loc.line == 2
+
+
+def test_merge_keys_and_anchors_work(tmp_path):
+    data, _, _ = parse_text("base: &b {kernel: 3, padding: 1}\nconv: {<<: *b, out: 8}\n", "x.yaml")
+    assert data["conv"] == {"kernel": 3, "padding": 1, "out": 8}
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    with pytest.raises(DlspecError) as info:
+        load_document(tmp_path / "nope.yaml")
+    assert info.value.usage and "not found" in info.value.problems[0].message
+
+
+def test_overrides_parse_yaml_values_and_record_their_origin(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("model:\n  vars: {d: 4, name: x}\n  inputs: {x: {shape: [B, 4]}}\n")
+    doc = load_document(path, ["model.vars.d=256", "model.vars.flag=true", "model.inputs.x.shape=[B, 8]"])
+    assert doc.data["model"]["vars"] == {"d": 256, "name": "x", "flag": True}
+    assert doc.data["model"]["inputs"]["x"]["shape"] == ["B", 8]
+    assert doc.locate(("model", "vars", "d")).file == "<--set model.vars.d>"
+
+
+def test_bad_overrides(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("model: {vars: {d: 4}}\n")
+    for bad, words in [("model.vars.d", "key.path=value"), ("model.nothing.d=1", "does not exist")]:
+        with pytest.raises(DlspecError) as info:
+            load_document(path, [bad])
+        assert words in info.value.problems[0].message and info.value.usage

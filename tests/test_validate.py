@@ -1,0 +1,75 @@
+"""Stage 2: schema validation, driven by example files, and the committed schema."""
+import json
+import re
+
+import pytest
+from jsonschema import Draft202012Validator
+
+import dlspec
+from dlspec.document import load_document
+from dlspec.errors import DlspecError
+from dlspec.lower import STDLIB
+from dlspec.schema import SCHEMA_PATH, build_schema, schema_text, validate_document
+from support import INVALID, SPECS, VALID
+
+EXPECT = re.compile(r"^# expect: (?:(\d+):(\d+) )?(.+)$")
+
+
+@pytest.mark.parametrize("path", SPECS + VALID, ids=lambda p: p.name)
+def test_valid_specs_load(path):
+    spec = dlspec.load(path)
+    assert spec.graph.nodes and spec.outputs
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
+def test_invalid_specs_report_the_expected_problem(path):
+    """Each invalid example states on its first line the location and message it must produce."""
+    match = EXPECT.match(path.read_text().splitlines()[0])
+    assert match, f"{path.name} must start with '# expect: LINE:COL message'"
+    line, col, message = match.groups()
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(path)
+    found = [(p.loc.line if p.loc else None, p.loc.col if p.loc else None, p.message) for p in info.value.problems]
+    assert any(message in m and (line is None or (l, c) == (int(line), int(col))) for l, c, m in found), found
+    for p in info.value.problems:
+        assert p.loc is not None and p.loc.file == str(path), p
+
+
+def test_every_error_is_collected(tmp_path):
+    path = tmp_path / "many.yaml"
+    path.write_text("dlspec: 1\nname: many\nmodel:\n  inputs: {x: {shape: [B, 4]}}\n  layers:\n"
+                    "    - {op: linear, in: 4, out: 2, bais: false}\n    - {op: conv2d, in: 3}\n  outptus: {}\n")
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(path)
+    messages = [p.message for p in info.value.problems]
+    assert "unknown key 'bais' in linear layer" in messages
+    assert "conv2d layer is missing 'out'" in messages and "conv2d layer is missing 'kernel'" in messages
+    assert "unknown key 'outptus' in model" in messages
+    hints = {p.message: p.hint for p in info.value.problems}
+    assert hints["unknown key 'bais' in linear layer"] == "did you mean 'bias'?"
+    assert hints["unknown key 'outptus' in model"] == "did you mean 'outputs'?"
+
+
+def test_committed_schema_matches_the_registry():
+    assert SCHEMA_PATH.read_text() == schema_text(), "schemas/ drifted: run `python -m dlspec.schema`"
+
+
+def test_schema_is_valid_draft_2020_12_with_docs_for_editors():
+    schema = build_schema()
+    Draft202012Validator.check_schema(schema)
+    linear = schema["$defs"]["layer.linear"]
+    assert linear["additionalProperties"] is False
+    assert all("description" in prop for name, prop in linear["properties"].items() if name != "init")
+    for spec in SPECS:
+        assert spec.read_text().startswith("# yaml-language-server: $schema=../schemas/dlspec.schema.json")
+
+
+@pytest.mark.parametrize("library", sorted(STDLIB.glob("*.yaml")), ids=lambda p: p.name)
+def test_standard_library_is_schema_valid(library):
+    validate_document(load_document(library))
+
+
+def test_library_alone_is_not_a_model(tmp_path):
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(STDLIB / "resnet.yaml")
+    assert "no `model:` section" in info.value.problems[0].message
