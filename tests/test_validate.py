@@ -73,3 +73,8 @@ def test_library_alone_is_not_a_model(tmp_path):
     with pytest.raises(DlspecError) as info:
         dlspec.load(STDLIB / "resnet.yaml")
     assert "no `model:` section" in info.value.problems[0].message
+
+
+def test_layer_reference_docs_match_the_registry():
+    from dlspec.reference import DOC_PATH, reference_text
+    assert DOC_PATH.read_text() == reference_text(), "docs/layers.md drifted: run `python -m dlspec.reference`"

@@ -312,10 +312,10 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
     if tracker.best is not None:
         summary.update({"best_metric": cfg.best_metric, "best_value": tracker.best, "best_step": tracker.best_step})
     reporter.event({"event": "end", "step": step, **summary})
-    reporter.close()
     if world.main:
         run.write_json("summary.json", summary)
-        reporter.say(progress.summary_table(summary))
+    reporter.say(progress.summary_table(summary), always=True)
+    reporter.close()
     distributed.barrier(world)
     return summary
 

@@ -58,8 +58,9 @@ class Reporter:
             text = "  ".join(f"{k} {_short(v)}" for k, v in values.items())
             print(f"step {step}  {text}  eta {_duration(eta_s)}", flush=True)
 
-    def say(self, text: str) -> None:
-        if not self.active or self.mode == "off":
+    def say(self, text: str, always: bool = False) -> None:
+        """A line for the user; `progress: off` silences all but the `always` ones (the summary)."""
+        if not self.active or (self.mode == "off" and not always):
             return
         if self.bar is not None:
             self.bar.write(text)

@@ -1,0 +1,54 @@
+"""The layer reference (docs/layers.md), generated from the registry and the standard blocks.
+
+`python -m dlspec.reference` rewrites it; a test fails when it drifts.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .layers import REGISTRY
+from .lower import standard_blocks
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "layers.md"
+
+
+def _default(attr) -> str:
+    return "required" if attr.required else f"`{json.dumps(attr.default)}`"
+
+
+def reference_text() -> str:
+    lines = ["# Layer reference", "",
+             "Generated from the layer registry (`dlspec/layers.py`) and the standard blocks (`dlspec/stdlib/`) by",
+             "`python -m dlspec.reference`. Every layer also takes the common node keys: `id`, `from`, `when`, `repeat`,",
+             "`checkpoint`, `trainable`, `init`, `tie`, `outputs` (see [the spec language](spec-language.md)).", "",
+             "## Layer kinds", ""]
+    lines += [f"- [`{name}`](#{name})" for name in sorted(REGISTRY)]
+    for name in sorted(REGISTRY):
+        kind = REGISTRY[name]
+        low, high = kind.arity
+        inputs = f"{low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
+        lines += ["", f"### {name}", "", kind.doc, "", f"Inputs: {inputs}.", ""]
+        if kind.attrs:
+            lines += ["| attribute | type | default | meaning |", "|---|---|---|---|"]
+            for a in kind.attrs:
+                meaning = a.doc + (f" One of: {', '.join(a.choices)}." if a.choices else "")
+                lines.append(f"| `{a.name}` | {a.type} | {_default(a)} | {meaning} |")
+    lines += ["", "## Standard blocks", "",
+              "Written in the spec language and available in every spec by name (`op: gpt_block`).", ""]
+    for name, (body, _, doc) in sorted(standard_blocks().items()):
+        params = body.get("params") or {}
+        lines += [f"### {name}", "", str(body.get("doc", "")).strip(), "",
+                  f"Inputs: {', '.join(body.get('inputs') or ['x'])}. Defined in `dlspec/stdlib/{doc.path.name}`.", "",
+                  "| parameter | type | default |", "|---|---|---|"]
+        for pname, decl in params.items():
+            ptype, default = (decl, None) if isinstance(decl, str) else (decl.get("type", "int"), decl.get("default"))
+            lines.append(f"| `{pname}` | {ptype} | {'required' if default is None else f'`{default}`'} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    DOC_PATH.write_text(reference_text())
+    print(f"wrote {DOC_PATH}", file=sys.stderr)
