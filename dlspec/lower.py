@@ -149,9 +149,10 @@ def _resolve_vars(low: _Lowering, variables: dict) -> dict:
     while pending:
         progress = False
         for name, raw in list(pending.items()):
+            # a string is a formula when it computes something or names another variable; else it is text
+            formula = isinstance(raw, str) and (is_expression(raw) or raw in variables)
             try:
-                env[name] = evaluate(raw, env) if isinstance(raw, str) and is_expression(raw) or (
-                    isinstance(raw, str) and raw in variables) else raw
+                env[name] = evaluate(raw, env) if formula else raw
             except ExprError as exc:
                 if exc.name in pending and exc.name != name:
                     continue  # depends on a variable not evaluated yet

@@ -35,6 +35,7 @@ def infer_shapes(graph: Graph) -> Graph:
         types.update(zip(node.outputs, outs))
         nodes.append(replace(node, types=tuple(outs)))
     problems += _check_ties(graph)
+    problems += _check_ranges(graph)
     if problems:
         raise DlspecError(problems)
     inputs = tuple(replace(v, range=v.range or _embedding_range(graph, v.name)) for v in graph.inputs)
@@ -61,6 +62,22 @@ def _check_ties(graph: Graph) -> list[Problem]:
                 problems.append(Problem(f"{node.name}: cannot tie '{param}' {list(own[param])} to {other.name}.{tparam} "
                                         f"{list(theirs[tparam])}: shapes differ", node.loc, node.name,
                                         hint="tied parameters must have the same shape"))
+    return problems
+
+
+def _check_ranges(graph: Graph) -> list[Problem]:
+    problems = []
+    for v in graph.inputs:
+        if v.range is None:
+            continue
+        lo, hi = v.range
+        if lo >= hi:
+            problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) is empty", v.loc, f"model.inputs.{v.name}.range"))
+        inferred = _embedding_range(graph, v.name)
+        if inferred and (lo < inferred[0] or hi > inferred[1]):
+            problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) goes past the embedding it feeds, which has "
+                                    f"{inferred[1]} entries", v.loc, f"model.inputs.{v.name}.range",
+                                    expected=f"within [0, {inferred[1]})"))
     return problems
 
 

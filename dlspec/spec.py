@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import sympy
 
 from . import dims as D
-from .errors import DlspecError, Loc
+from .errors import DlspecError, Loc, Problem, did_you_mean
 from .ir import Graph, TensorType, dim_str
 from .document import Document, load_document
 from .lower import lower
@@ -80,6 +80,12 @@ def _spec(doc: Document, graph: Graph) -> Spec:
     inputs = tuple(TensorSpec(v.name, _shape(v.type), v.type.dtype, v.range) for v in graph.inputs)
     outputs = tuple(TensorSpec(name, _shape(graph.types[value]), graph.types[value].dtype) for name, value in graph.outputs)
     declared = doc.data["model"].get("dims") or {}
+    used = {str(sym) for v in graph.inputs for d in v.type.shape for sym in getattr(d, "free_symbols", ())}
+    unknown = [Problem(f"dims declares '{name}', but no input has a dim of that name", doc.locate(("model", "dims", name), key=True),
+                       f"model.dims.{name}", expected=", ".join(sorted(used)) or "no symbolic dims",
+                       hint=did_you_mean(name, sorted(used))) for name in declared if name not in used]
+    if unknown:
+        raise DlspecError(unknown)
     dims = {}
     for v in graph.inputs:
         for d in v.type.shape:
