@@ -36,7 +36,8 @@ def summarize(spec: Spec) -> dict:
         macs = D.substitute(D.normalize(macs), per_example) if macs else 0
         total_macs += macs
         rows.append({"id": node.name, "op": node.op, "shape": ", ".join(str(t) for t in node.types),
-                     "params": counts[node.name], "trainable": node.trainable, "macs": macs})
+                     "params": counts[node.name], "trainable": node.trainable, "macs": macs,
+                     "tied": {param: f"{target}.{target_param}" for param, target, target_param in node.ties}})
     params = sum(counts.values())
     trainable = sum(counts[n.name] for n in graph.nodes if n.trainable)
     return {
@@ -67,8 +68,9 @@ def format_summary(s: dict, max_rows: int = 400) -> str:
         if r is None:
             lines.append(f"... {len(rows) - max_rows} more nodes (--json lists all) ...")
             continue
-        frozen = "" if r["trainable"] else "  (frozen)"
-        lines.append(f"{r['id']:<{widths[0]}}  {r['op']:<{widths[1]}}  {r['shape']:<{widths[2]}}  {r['params']:>12,}{frozen}")
+        notes = [f"{param} tied to {target}" for param, target in r["tied"].items()] + ([] if r["trainable"] else ["frozen"])
+        note = f"  ({'; '.join(notes)})" if notes else ""
+        lines.append(f"{r['id']:<{widths[0]}}  {r['op']:<{widths[1]}}  {r['shape']:<{widths[2]}}  {r['params']:>12,}{note}")
     lines.append("-" * len(head))
     sizes = ", ".join(f"{k}={v}" for k, v in s["example_sizes"].items())
     lines += [

@@ -60,6 +60,7 @@ def test_build_prints_a_summary(capsys):
     out = capsys.readouterr().out
     assert "parameters:        124,439,808" in out and "lm_head" in out and "[B, T, 50257]" in out
     assert "MACs" in out and "size (fp32):       497.76 MB" in out
+    assert "(weight tied to wte.weight)" in out  # the head's 0 parameters are explained
 
 
 def test_build_json_and_saved_weights(tmp_path, capsys):
@@ -68,7 +69,8 @@ def test_build_json_and_saved_weights(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert {"name", "params", "trainable_params", "inputs", "outputs", "nodes"} <= set(summary)
     assert summary["params"] == 421_642 and summary["nodes"][0] == {
-        "id": "conv1", "op": "conv2d", "shape": "[B, 32, 28, 28]", "params": 320, "trainable": True, "macs": 225_792}
+        "id": "conv1", "op": "conv2d", "shape": "[B, 32, 28, 28]", "params": 320, "trainable": True, "macs": 225_792,
+        "tied": {}}
     saved = torch.load(weights, weights_only=True)
     assert saved["spec_hash"] == summary["spec_hash"] and "fc2.weight" in saved["model"]
 

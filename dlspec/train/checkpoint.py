@@ -71,7 +71,7 @@ def versions() -> dict[str, str]:
         dlspec_version = version("dlspec")
     except PackageNotFoundError:
         dlspec_version = "source"
-    return {"dlspec": dlspec_version, "torch": torch.__version__, "python": sys.version.split()[0]}
+    return {"dlspec": dlspec_version, "torch": str(torch.__version__), "python": sys.version.split()[0]}
 
 
 def model_document(document: Mapping[str, Any]) -> dict:
