@@ -22,7 +22,7 @@ COMMANDS = {
     "train": ("dlspec.train.cli", "", "train the model with the spec's training section"),
     "generate": ("dlspec.train.generate", "", "sample text from a trained character-level language model"),
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
-    "verify": ("dlspec.export.verify", "", "re-check a deployed ONNX file against the spec's eager model"),
+    "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
 }
 

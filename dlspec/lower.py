@@ -216,15 +216,18 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
                            hint="pick one with `from: name.0`, or name them with `outputs: [a, b]`", scope=scope)
         inputs = current
 
+    # A node that says `repeat:` gets numbered copies (id.0, id.1, ...) and the index `i` whatever the count,
+    # so overriding `repeat: 3` with 1 keeps its state-dict keys and expressions valid.
+    repeated = "repeat" in item
     outs: tuple = inputs
     for r in range(repeat):
-        name = scope.prefix + local_id + (f".{r}" if repeat > 1 else "")
+        name = scope.prefix + local_id + (f".{r}" if repeated else "")
         if r and len(outs) != 1:
             raise low.fail(f"repeat needs a single output to chain, '{local_id}' has {len(outs)}", loc, path)
         # each copy takes the previous copy's output as its first input; other inputs (a mask) are shared
         copy_inputs = inputs if r == 0 else outs + inputs[1:]
         # inside a repeated node, `i` is the copy's index: `stride: "2 if i == 0 else 1"`
-        copy_scope = scope if repeat == 1 else replace(scope, env={**scope.env, "i": r})
+        copy_scope = replace(scope, env={**scope.env, "i": r}) if repeated else scope
         if op == "residual":
             outs = _lower_residual(low, copy_scope, item, path, name, copy_inputs)
         elif op in REGISTRY:

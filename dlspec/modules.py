@@ -22,7 +22,6 @@ class MultiHeadAttention(nn.Module):
         self.dim = dim
         self.causal = causal
         self.dropout = dropout
-        self.cross = cross
         if cross:
             self.q = nn.Linear(dim, dim, bias=bias)
             self.kv = nn.Linear(kv_dim or dim, 2 * self.kv_width, bias=bias)
@@ -33,7 +32,7 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, C = x.shape
-        if self.cross:
+        if hasattr(self, "q"):  # cross-attention (TorchScript compiles only the branch this module has)
             assert memory is not None
             q = self.q(x)
             k, v = self.kv(memory).split([self.kv_width, self.kv_width], dim=-1)

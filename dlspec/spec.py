@@ -86,14 +86,24 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                        hint=did_you_mean(name, sorted(used))) for name in declared if name not in used]
     if unknown:
         raise DlspecError(unknown)
-    dims = {}
+    dims, problems = {}, []
     for v in graph.inputs:
         for d in v.type.shape:
             for sym in sorted(getattr(d, "free_symbols", ()), key=str):
                 name = str(sym)
                 decl = declared.get(name, {})
                 decl = {"example": decl} if isinstance(decl, int) else decl
-                dims[name] = DimSpec(name, decl.get("example", 2 if name == "B" else 8), decl.get("min", 1), decl.get("max"))
+                low, high = decl.get("min", 1), decl.get("max")
+                default = 2 if name == "B" else 8
+                example = decl.get("example", max(low, min(default, high)) if high is not None else max(low, default))
+                dims[name] = DimSpec(name, example, low, high)
+                if not low <= example <= (high if high is not None else example) or (high is not None and high < low):
+                    problems.append(Problem(
+                        f"dim '{name}': example {example} is not within min {low} and max {high if high is not None else '(none)'}",
+                        doc.locate(("model", "dims", name)), f"model.dims.{name}",
+                        expected="min <= example <= max", hint="the example size is what summaries and export checks use"))
+    if problems:
+        raise DlspecError(problems)
     return Spec(doc.path, graph.name, doc.data, graph, graph_hash(graph), inputs, outputs, dims, doc)
 
 

@@ -31,6 +31,14 @@ def test_blocks_expand_with_defaults_repeat_and_copy_index():
     assert n["steps.1.residual_0"].inputs == ("steps.0.residual_0", "steps.1.fc")
 
 
+def test_repeat_of_one_keeps_numbered_names_and_the_copy_index():
+    # resnet50's stages say `in_ch: "64 if i == 0 else 256"`; cutting a stage to one copy keeps both working
+    full = nodes(dlspec.load(ROOT / "specs" / "resnet50.yaml"))
+    cut = nodes(dlspec.load(ROOT / "specs" / "resnet50.yaml", ["model.layers.4.repeat=1"]))
+    assert "layer1.0.conv1" in full and "layer1.0.conv1" in cut and "layer1.1.conv1" not in cut
+    assert cut["layer1.0.conv1"].a == full["layer1.0.conv1"].a
+
+
 def test_named_outputs_and_indexed_references():
     n = nodes(dlspec.load(VALID_DIR / "dag.yaml"))
     assert n["parts"].outputs == ("parts.0", "parts.1")
