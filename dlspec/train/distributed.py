@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import subprocess
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from dlspec.errors import DlspecError
 
@@ -40,24 +39,126 @@ def launched_size() -> int:
 
 
 def init(strategy: str | None, backend: str, timeout_s: int, device_type: str, locate) -> World:
-    """Join the process group torchrun set up; world size 1 outside torchrun."""
+    """Join the process group torchrun set up; world size 1 outside torchrun.
+
+    Everything that can be checked before joining is checked first (the same checks on every rank), so a
+    configuration error stops all ranks at once instead of leaving some waiting for the others.
+    """
     size = launched_size()
     if size == 1:
         return World()
     if not dist.is_available():
-        raise DlspecError.single("this torch build has no torch.distributed", locate(("training", "distributed")))
+        raise DlspecError.single("this torch build has no torch.distributed, so it cannot train with "
+                                 f"{size} processes", locate(("training", "distributed")),
+                                 hint="run with one process, or install a torch build with distributed support")
+    _die_with_launcher()
+    strategy = strategy or "ddp"
+    if strategy == "fsdp":
+        _fully_shard(locate)  # fails here, before any process waits for another, if FSDP2 is missing
+    backend = _check_backend(backend, device_type, locate)
+    if not dist.is_initialized():
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        except (dist.DistError, RuntimeError, ValueError) as exc:
+            raise DlspecError.single(f"cannot join the other {size - 1} processes ({backend}): "
+                                     f"{_first_line(exc)}", locate(("training", "distributed")),
+                                     hint="start every process with torchrun (or `dlspec train --nproc N`); for "
+                                          "several machines check --rdzv-endpoint and that its port is open") from None
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), strategy)
+
+
+def _die_with_launcher() -> None:
+    """Stop this process when the torchrun agent that started it is killed.
+
+    torchrun starts each process in a session of its own, so `kill -9` of torchrun (or of its process group,
+    or the OOM killer choosing it) would leave the processes training on as orphans, still writing into the run
+    directory that a `--resume` is about to use. On Linux the kernel can send us SIGKILL when our parent dies.
+    """
+    if not sys.platform.startswith("linux") or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+    import signal
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+
+
+def _check_backend(backend: str, device_type: str, locate) -> str:
+    """The backend to use: auto is nccl on CUDA and gloo elsewhere; an explicit one must work here."""
     if backend == "auto":
         backend = "nccl" if device_type == "cuda" else "gloo"
-    if not {"nccl": dist.is_nccl_available, "gloo": dist.is_gloo_available}[backend]():
-        raise DlspecError.single(f"the {backend} backend is not available in this torch build",
-                                 locate(("training", "distributed", "backend")),
-                                 hint="gloo works on CPU everywhere; nccl needs CUDA on Linux")
+    where = locate(("training", "distributed", "backend"))
     if backend == "nccl" and device_type != "cuda":
-        raise DlspecError.single("the nccl backend needs CUDA devices", locate(("training", "distributed", "backend")),
-                                 hint="use `backend: auto` (gloo on CPU)")
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), strategy or "ddp")
+        raise DlspecError.single(f"the nccl backend needs CUDA devices, but this run trains on {device_type}", where,
+                                 hint="use `backend: auto` (gloo on CPU) or `backend: gloo`")
+    if not {"nccl": dist.is_nccl_available, "gloo": dist.is_gloo_available}[backend]():
+        raise DlspecError.single(f"the {backend} backend is not available in this torch build", where,
+                                 hint="gloo works on CPU everywhere; nccl needs CUDA on Linux; "
+                                      "`backend: auto` picks the right one")
+    return backend
+
+
+def _fully_shard(locate=None):
+    """FSDP2's `fully_shard`, or a located error saying this torch has none."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError as exc:
+        raise DlspecError.single(f"strategy fsdp is not available with torch {torch.__version__} on this platform "
+                                 f"({_first_line(exc)})",
+                                 locate(("training", "distributed", "strategy")) if locate else None,
+                                 expected="torch >= 2.6 with torch.distributed.fsdp.fully_shard",
+                                 hint="use `strategy: ddp`, or upgrade torch") from None
+    return fully_shard
+
+
+def check_batch(batch_size: int, size: int, locate) -> None:
+    """`batch_size` is the global batch: every process takes the same share of it."""
+    if batch_size % size:
+        raise DlspecError.single(f"batch_size {batch_size} cannot be split evenly over {size} processes",
+                                 locate(("training", "data", "batch_size")), expected=f"a multiple of {size}",
+                                 hint="batch_size is the global batch; each process takes batch_size / processes")
+
+
+def failure(exc: BaseException, world: World, timeout_s: int) -> BaseException:
+    """What a process that stops with `exc` tells the user.
+
+    A collective that failed because another process died, or did not answer within `timeout_s`, becomes a
+    DlspecError saying so; anything else is returned unchanged. When the answer is a DlspecError, this process
+    also stops listening to SIGTERM: torchrun stops the other processes as soon as one exits, and a process
+    that is already on its way out with a message must get to print it (`--nproc` relies on rank 0's exit
+    status to know whether the user has seen its message).
+    """
+    if world.size == 1:
+        return exc
+    if not isinstance(exc, DlspecError):
+        text = str(exc).lower()
+        timed_out = "timed out" in text or "timeout" in text
+        lost = any(s in text for s in ("connection closed", "connection reset", "broken pipe", "connection refused",
+                                       "by peer"))
+        if not isinstance(exc, RuntimeError) or not (timed_out or lost or isinstance(exc, dist.DistError)):
+            return exc
+        if timed_out:
+            what = f"another process did not answer within {timeout_s} s"
+            hint = ("a process is stuck or far slower than the others; raise training.distributed.timeout_s if "
+                    "some steps (evaluation, checkpoints) legitimately take longer")
+        else:
+            what = "lost contact with another process (it exited or was killed)"
+            hint = "that process's own error, if it printed one, says why; `--resume RUN` continues from the last " \
+                   "checkpoint"
+        exc = DlspecError.single(f"rank {world.rank} of {world.size}: {what}; stopping ({_first_line(exc)})",
+                                 hint=hint)
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a backend error: its first sentence, without the C++ source location in front."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", lines[0]) if lines else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 def shutdown(world: World) -> None:
@@ -70,7 +171,7 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
     if world.size == 1:
         return model
     if world.strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        fully_shard = _fully_shard()
         for child in model.children():
             if any(True for _ in child.parameters()):
                 fully_shard(child)
@@ -131,21 +232,98 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
     The same format for one process, DDP and FSDP, so a run can resume under another strategy or world size.
     Under FSDP every rank must call it (it all-gathers).
     """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
     return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
                     optimizer_state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
     set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
                    options=StateDictOptions(full_state_dict=True))
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """`dlspec train ... --nproc N`: run the same command under torchrun with N processes on this machine."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "-m", "dlspec", *argv]
-    result = subprocess.run(command)
-    if result.returncode != 0:
-        raise DlspecError.single(f"distributed training failed: torchrun exited with status {result.returncode}",
-                                 hint="the failing rank's error is printed above; when a rank dies, torchrun stops "
-                                      "the others")
-    return 0
+def preflight(spec, nproc: int) -> None:
+    """The checks `--nproc` can make before starting any process, so their errors are printed once."""
+    from dlspec.train import config, device as devices
+    cfg = config.parse(spec.training, spec.locate)
+    check_batch(cfg.data.batch_size, nproc, spec.locate)
+    if (cfg.strategy or "ddp") == "fsdp":
+        _fully_shard(spec.locate)
+    _check_backend(cfg.backend, devices.pick(cfg.device, 0, spec.locate).type, spec.locate)
+
+
+def launch(nproc: int, argv: Sequence[str], spec=None) -> int:
+    """`dlspec train ... --nproc N`: the same command under torchrun's launcher, N processes on this machine.
+
+    torchrun's own machinery (torch.distributed.launcher) runs in this process, with a c10d rendezvous on
+    127.0.0.1 at a free port, no restarts, and the standard behaviour when a process fails: the others are
+    stopped. Rank 0 writes to the terminal; the other ranks, which report nothing while things go well, write to
+    log files that are read back only to explain a failure, so every error reaches the user once.
+    Returns the exit status (that of the failing rank's dlspec error, when there is one).
+    """
+    if spec is not None:
+        preflight(spec, nproc)
+    import logging
+    import shutil
+    import tempfile
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    # torchrun logs every failure with its own traceback; the user gets ours instead.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed.launcher").setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # what torchrun sets too: N processes share the cores
+    logs = tempfile.mkdtemp(prefix="dlspec-ranks-")
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1", max_restarts=0,
+        logs_specs=DefaultLogsSpecs(log_dir=logs, redirects={r: Std.ALL for r in range(1, nproc)}, tee=Std.NONE))
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", "dlspec", *argv)
+        return 0
+    except ChildFailedError as exc:
+        return _report(exc, logs)
+    except SignalException as exc:
+        print(f"interrupted ({exc.sigval.name}): stopped all {nproc} processes", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _report(exc, logs: str) -> int:
+    """Explain a failed `--nproc` run once: rank 0's own error is already on the terminal; another rank's error
+    is read from its log; a process killed by a signal gets a message here."""
+    import signal
+
+    failures = exc.failures
+    killed = {rank: f for rank, f in failures.items() if f.exitcode < 0 and f.exitcode != -signal.SIGTERM}
+    if 0 in failures and failures[0].exitcode > 0 and not killed:
+        return failures[0].exitcode  # rank 0 printed its dlspec error; the others were stopped by torchrun
+    if killed:
+        rank, f = min(killed.items(), key=lambda item: item[1].timestamp)
+        raise DlspecError.single(f"distributed training failed: rank {rank} (pid {f.pid}) was killed by "
+                                 f"{f.signal_name()}; torchrun stopped the other processes",
+                                 hint="a process killed without a message is usually out of memory; "
+                                      "`dlspec train --resume RUN` continues from the last checkpoint")
+    rank, f = exc.get_first_failure()
+    message = _tail(logs, f.local_rank)
+    if message:
+        print(message, file=sys.stderr)
+        return f.exitcode if f.exitcode > 0 else 1
+    raise DlspecError.single(f"distributed training failed: rank {rank} (pid {f.pid}) exited with status "
+                             f"{f.exitcode} without a message",
+                             hint="rerun with one process to see the error, or with `--debug`")
+
+
+def _tail(logs: str, local_rank: int, lines: int = 40) -> str:
+    """The end of a rank's stderr, from the log folder torchrun's launcher wrote under `logs`."""
+    import glob
+    for path in glob.glob(os.path.join(logs, "*", "attempt_*", str(local_rank), "stderr.log")):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "\n".join(handle.read().rstrip().splitlines()[-lines:])
+    return ""
