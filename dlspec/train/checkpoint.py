@@ -51,15 +51,18 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             os.close(fd)
 
 
-def load(path: Path) -> dict:
-    """Read a checkpoint or weights file; only tensors and plain data are accepted."""
+def load(path: Path, hint: str | None = None) -> dict:
+    """Read a checkpoint or weights file; only tensors and plain data are accepted. `hint` replaces the
+    generic hint of a file that cannot be read."""
     if not path.is_file():
         raise DlspecError.single(f"no checkpoint at {path}", usage=True)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, unsafe globals: all mean "not our file"
-        raise DlspecError.single(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}",
-                                 hint="checkpoints are read with weights_only=True and must hold tensors and plain data")
+        detail = next(iter(str(exc).splitlines()), "") or type(exc).__name__  # EOFError has no message
+        raise DlspecError.single(f"cannot read checkpoint {path}: the file is damaged, truncated or not a "
+                                 f"checkpoint ({detail})", hint=hint or "checkpoints are read with "
+                                 "weights_only=True and must hold tensors and plain data") from None
     if not isinstance(obj, dict) or "model" not in obj:
         raise DlspecError.single(f"{path} is not a dlspec checkpoint or weights file (no 'model' entry)")
     return obj

@@ -25,8 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from dlspec.train import distributed
     if args.nproc is not None and args.nproc < 1:
         raise DlspecError.single(f"--nproc {args.nproc}: need at least 1 process", usage=True)
-    if args.nproc and args.nproc > 1 and distributed.launched_size() == 1:
-        return distributed.launch(args.nproc, _argv_without_nproc(sys.argv[1:]))
     import dlspec
     from dlspec.train.loop import train
     spec_path, base_dir = _spec_source(args)
@@ -34,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     if spec.training is None:
         raise DlspecError.single(f"{spec_path} has no `training:` section", spec.locate(()),
                                  hint="add one; specs/digits-cnn.yaml is a complete example", usage=True)
+    if args.nproc and args.nproc > 1 and distributed.launched_size() == 1:
+        # the spec and the checks that do not need the processes fail here, once, before any process starts
+        return distributed.launch(args.nproc, _argv_without_nproc(sys.argv[1:]), spec)
     train(spec, args.out, resume=args.resume, force=args.force, progress_mode=args.progress, base_dir=base_dir)
     return 0
 

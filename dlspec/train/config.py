@@ -223,9 +223,9 @@ def _data(doc: Mapping[str, Any], path: tuple, problem) -> DataConfig:
     if "dataset" in validation:
         vdataset = _kinded(validation["dataset"], path + ("validation", "dataset"), DATASET_OPTIONS,
                            _COMMON["dataset"], problem)
-        if vdataset.kind != dataset.kind:
-            problem(path + ("validation", "dataset", "kind"), "the validation data set must be of the same kind "
-                    "as the training data set", f"kind: {dataset.kind}")
+        if (vdataset.kind == "text") != (dataset.kind == "text"):
+            problem(path + ("validation", "dataset", "kind"), "a text data set is validated on text, and only text "
+                    "data sets are", "kind: text" if dataset.kind == "text" else "a data set with the same fields")
         if "fraction" in validation:
             problem(path + ("validation",), "validation takes `fraction` or `dataset`, not both")
     fraction = validation.get("fraction", 0.0 if vdataset else 0.2)

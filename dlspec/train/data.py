@@ -12,7 +12,7 @@ run can start again at any batch of any epoch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -23,7 +23,7 @@ from dlspec.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.expr import ExprError, evaluate
 from dlspec.train import datasets
 from dlspec.train.config import DataConfig, Locate
-from dlspec.train.datasets import Table, TensorTable
+from dlspec.train.datasets import Table, TensorTable, TextTable
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ def prepare(cfg: DataConfig, spec: Any, seed: int, base: Path) -> Data:
     if cfg.validation_dataset is not None:
         train, val = table, datasets.load(cfg.validation_dataset, base, seed, spec.locate,
                                           vocab=getattr(table, "vocab", None))
+        if isinstance(val, TextTable):
+            val = replace(val, stride=val.block)  # windows side by side: every character scored once
     elif cfg.validation_fraction > 0:
         train, val = table.split(cfg.validation_fraction, seed)
     else:
@@ -50,6 +52,8 @@ def prepare(cfg: DataConfig, spec: Any, seed: int, base: Path) -> Data:
     normalise = _normaliser(stats)
     train, val = train.map_fields(normalise), val.map_fields(normalise) if val is not None else None
     input_fields = _match_inputs(cfg, spec, train)
+    if val is not None and cfg.validation_dataset is not None:
+        _check_validation(spec, train, val, input_fields)
     return Data(train, val, input_fields, train.target_field, stats, getattr(train, "vocab", None))
 
 
@@ -82,6 +86,29 @@ def _match_inputs(cfg: DataConfig, spec: Any, table: Table) -> tuple[str, ...]:
     if problems:
         raise DlspecError(problems)
     return tuple(fields)
+
+
+def _check_validation(spec: Any, train: Table, val: Table, input_fields: tuple[str, ...]) -> None:
+    """A separate validation file holds the training set's fields, and its inputs fit the model too."""
+    where = ("training", "data", "validation", "dataset")
+    loc = spec.locate(where + ("path",))
+    problems = []
+    for name in train.names:
+        if name not in val.names:
+            problems.append(Problem(f"the validation data set has no field '{name}'", loc, format_path(where),
+                                    f"the training fields: {', '.join(train.names)}", did_you_mean(name, val.names)))
+        elif val.example_shape(name) != train.example_shape(name) or (
+                val.dtype(name).is_floating_point != train.dtype(name).is_floating_point):
+            problems.append(Problem(f"validation field '{name}' has examples of {str(val.dtype(name)).removeprefix('torch.')}"
+                                    f" {list(val.example_shape(name))}, training ones are "
+                                    f"{str(train.dtype(name)).removeprefix('torch.')} {list(train.example_shape(name))}",
+                                    loc, format_path(where), "the same shape and kind of dtype in both files"))
+    if not problems:
+        for field, tensor in zip(input_fields, spec.inputs):
+            problems.extend(replace(p, message=f"validation {p.message}")
+                            for p in check_field(spec, val, field, tensor, ("model", "inputs", tensor.name)))
+    if problems:
+        raise DlspecError(problems)
 
 
 def check_field(spec: Any, table: Table, field: str, tensor: Any, where: tuple) -> list[Problem]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -64,19 +65,23 @@ class TensorTable:
 
 @dataclass(frozen=True)
 class TextTable:
-    """Character-level language modelling: every window of `block` characters of one text, and the next ones.
+    """Character-level language modelling: windows of `block` characters of one text, and the next ones.
 
-    Windows are cut when a batch is gathered, so memory stays the size of the text.
+    Training takes a window at every offset (stride 1); validation takes windows side by side (stride =
+    block), which scores every character once instead of `block` times. Windows are cut when a batch is
+    gathered, so memory stays the size of the text.
     """
     stream: torch.Tensor  # int64 character ids
     block: int
     vocab: tuple[str, ...]
+    stride: int = 1
     input_field: str = "tokens"
     target_field: str = "targets"
     names: tuple[str, ...] = ("tokens", "targets")
 
     def __len__(self) -> int:
-        return max(len(self.stream) - self.block, 0)
+        # a window at offset o needs o + block + 1 characters (the targets are shifted by one)
+        return max((len(self.stream) - self.block - 1) // self.stride + 1, 0)
 
     def example_shape(self, name: str) -> tuple[int, ...]:
         return (self.block,)
@@ -88,7 +93,7 @@ class TextTable:
         return (0, len(self.vocab) - 1)
 
     def gather(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        offsets = index[:, None] + torch.arange(self.block + 1)
+        offsets = index[:, None] * self.stride + torch.arange(self.block + 1)
         windows = self.stream[offsets]
         return {"tokens": windows[:, :-1], "targets": windows[:, 1:]}
 
@@ -96,7 +101,7 @@ class TextTable:
         # The held-out text is the tail, not random windows: windows overlap, so a random split would leak.
         cut = int(len(self.stream) * (1 - fraction))
         return (TextTable(self.stream[:cut], self.block, self.vocab),
-                TextTable(self.stream[cut:], self.block, self.vocab))
+                TextTable(self.stream[cut:], self.block, self.vocab, stride=self.block))
 
     def map_fields(self, fn) -> "TextTable":
         return self
@@ -241,11 +246,18 @@ def _pt(path: Path, dataset: Kinded, locate: Locate) -> TensorTable:
     return _with_defaults(dict(obj), dataset, locate, path)
 
 
+def _read_text(path: Path, where: tuple, locate: Locate) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DlspecError.single(f"{path.name} is not UTF-8 text (byte {exc.start} cannot be decoded)",
+                                 locate(where), hint="convert the file to UTF-8") from None
+
+
 def _csv(path: Path, dataset: Kinded, locate: Locate) -> TensorTable:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(_read_text(path, dataset.path + ("path",), locate), newline=""))
+    header = reader.fieldnames or []
+    rows = list(reader)
     columns: dict[str, str | list[str]] = dataset.get("columns")
     fields: dict[str, torch.Tensor] = {}
     for name, wanted in columns.items():
@@ -281,12 +293,13 @@ def _text(dataset: Kinded, base_dir: Path, locate: Locate, vocab: tuple[str, ...
                                      locate(dataset.path + ("stdlib",)), hint="try `argparse` or `textwrap`")
     else:
         path = _file(dataset, base_dir, locate)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path, dataset.path + ("path",), locate)
     vocab = vocab or tuple(sorted(set(text)))
     index = {ch: i for i, ch in enumerate(vocab)}
     unknown = sorted(set(text) - set(index))
     if unknown:
         raise DlspecError.single(f"{path.name} has characters outside the training alphabet: {''.join(unknown)[:20]!r}",
-                                 locate(dataset.path))
+                                 locate(dataset.path), hint="the validation text may only use characters that "
+                                 "occur in the training text")
     stream = torch.tensor([index[ch] for ch in text], dtype=torch.int64)
     return TextTable(stream, dataset.get("block", 64), vocab)

@@ -48,7 +48,8 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
     prompt = prompt or ("\n" if "\n" in index else chars[0])
     unknown = sorted(set(prompt) - set(index))
     if unknown:
-        raise DlspecError.single(f"the prompt has characters the model never saw: {''.join(unknown)!r}", usage=True)
+        raise DlspecError.single(f"the prompt has characters the model never saw: {''.join(unknown)!r}", usage=True,
+                                 hint=f"use characters of its training text (listed in {vocab_file})")
     spec = dlspec.load(run_dir / "spec.yaml")
     model = dlspec.build(spec)
     model.load_state_dict(checkpoint.load(run_dir / _WEIGHTS[weights])["model"])

@@ -49,6 +49,11 @@ def train(spec: Any, out: Path | None = None, *, resume: Path | None = None, for
     try:
         return _train(spec, cfg, world, device, out, resume, force, progress_mode or cfg.progress,
                       base_dir or Path(spec.path).parent)
+    except Exception as exc:  # a DlspecError, or a collective that failed because another process died or stalled
+        explained = distributed.failure(exc, world, cfg.timeout_s)
+        if explained is exc:
+            raise
+        raise explained from None
     finally:
         distributed.shutdown(world)
 
@@ -57,14 +62,13 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
            resume: Path | None, force: bool, progress_mode: str, base_dir: Path) -> dict[str, Any]:
     locate = spec.locate
     # ---- data: loaded and checked against the spec's inputs and outputs before anything is built
-    if cfg.data.batch_size % world.size:
-        raise DlspecError.single(f"batch_size {cfg.data.batch_size} cannot be split evenly over {world.size} processes",
-                                 locate(("training", "data", "batch_size")), expected=f"a multiple of {world.size}",
-                                 hint="batch_size is the global batch; each process takes batch_size / processes")
+    distributed.check_batch(cfg.data.batch_size, world.size, locate)
     data = D.prepare(cfg.data, spec, cfg.seed, base_dir)
     main_field = data.input_fields[0]
     augment.check(cfg.data.augment, {n: data.train.example_shape(n) for n in data.train.names}, main_field, locate)
     terms = losses.build(cfg.losses, spec, data.train, data.default_target)
+    if data.val is not None:
+        losses.build(cfg.losses, spec, data.val, data.default_target, split="validation")  # its labels fit too
     eval_term = _eval_term(cfg, terms, data, spec)
     metrics.check(cfg.metrics, eval_term, losses.classes(spec.outputs[eval_term.output]), locate)
 
@@ -72,7 +76,7 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
     state = None
     if resume is not None:
         run = rundir.existing(resume)
-        state = checkpoint.load(run.last)
+        state = rundir.load_last(run)
         changes = rundir.check_same_model(state, spec, force)
     else:
         run = distributed.broadcast(rundir.new(out, spec.name) if world.main else None, world)
@@ -126,7 +130,8 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
             rundir.cut_metrics(run, state["metrics_bytes"])
         run.write_spec(spec.document)
         run.write_json("run.json", {"spec": str(Path(spec.path).resolve()), "base_dir": str(base_dir.resolve()),
-                                    "processes": world.size, "strategy": world.strategy})
+                                    "processes": world.size, "strategy": world.strategy,
+                                    "normalize": data.stats})  # what inference must apply to inputs
         if data.vocab is not None:
             run.write_json("vocab.json", {"chars": "".join(data.vocab), "block": data.train.block})
     reporter = progress.Reporter(run.metrics if world.main else None, total_steps, step, progress_mode,
@@ -199,7 +204,9 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
     position = (epoch, start_batch)
     stop_reason: str | None = None
     val: dict[str, float] = {}
-    evaluated_at = saved_at = -1
+    evaluated_at, saved_at = -1, (step if state is not None else -1)  # a resume starts at a good checkpoint
+    # nan_guard: skip also undoes what the bad forward did to buffers (batch-norm running statistics)
+    guarded_buffers, saved_buffers = (list(model.buffers()) if cfg.nan_guard == "skip" else []), []
     first_step, started = step, time.perf_counter()
     window_loss, window_steps, window_examples, window_start = 0.0, 0, 0, started
     train_loss = float("nan")
@@ -214,6 +221,8 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
             group_size = min(group_start + cfg.accumulate, len(batches)) - group_start
             last_micro = micro + 1 == group_start + group_size
             batch = {k: v.to(device, non_blocking=cfg.data.pin_memory) for k, v in batch.items()}
+            if guarded_buffers and micro == group_start:
+                saved_buffers = [b.detach().clone() for b in guarded_buffers]
             if cfg.data.augment:
                 generator = torch.Generator().manual_seed(_stream(cfg.seed, epoch, micro, world.rank))
                 batch = augment.apply(batch, cfg.data.augment, main_field, generator)
@@ -244,17 +253,20 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
                 if distributed.all_reduce_sum(bad.float(), world).item() > 0:
                     where = f"step {step + 1} (epoch {epoch + 1}, batch {micro + 1})"
                     if cfg.nan_guard == "stop":
-                        kept = f"the last good checkpoint is {run.last} (step {saved_at})" if saved_at >= 0 or state \
+                        kept = f"the last good checkpoint is {run.last} (step {saved_at})" if saved_at >= 0 \
                             else "no checkpoint had been written yet"
                         raise DlspecError.single(f"the loss or gradient became NaN/Inf at {where}; training stopped, "
                                                  f"{kept}", locate(("training", "optimizer", "lr")),
                                                  hint="lower the lr, clip gradients (grad_clip: {norm: 1.0}), "
                                                       "or set nan_guard: skip")
                     skip = True
+                    for buffer, saved in zip(guarded_buffers, saved_buffers):
+                        buffer.copy_(saved)
                     reporter.event({"event": "skipped_step", "step": step + 1, "epoch": epoch + 1,
                                     "batch": micro + 1, "reason": "NaN/Inf loss or gradient"})
                     reporter.say(f"skipped {where}: NaN/Inf loss or gradient")
             schedule.begin_step(step)
+            step_lr = optimizer.param_groups[0]["lr"]  # what this step uses (warm-up included), for the log
             if not skip:
                 scaler.step(optimizer)
             scaler.update()
@@ -273,7 +285,7 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
                 train_loss = summed[0] / max(summed[1], 1)
                 now = time.perf_counter()
                 rate = window_examples / max(now - window_start, 1e-9)
-                record = {"loss": train_loss, "lr": schedule.lr(step), "grad_norm": grad_norm.item(),
+                record = {"loss": train_loss, "lr": step_lr, "grad_norm": grad_norm.item(),
                           "examples_per_s": rate}
                 reporter.event({"event": "train", "step": step, "epoch": epoch + 1, **record})
                 eta = (now - started) / max(step - first_step, 1) * (total_steps - step)
@@ -331,6 +343,7 @@ def evaluate(net, table, input_fields: tuple[str, ...], cfg: config.TrainConfig,
             batch = {k: v.to(device) for k, v in batch.items()}
             with devices.autocast(device, cfg.precision):
                 outputs = _as_tuple(net(*[batch[f] for f in input_fields]))
+            outputs = tuple(o.float() if o.is_floating_point() else o for o in outputs)  # metrics in fp32
             keep = torch.tensor(mask, device=device)
             n = int(keep.sum())
             if n == 0:

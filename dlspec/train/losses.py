@@ -5,7 +5,7 @@ logits with [B, T] targets is token-level cross-entropy with no extra option.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -29,7 +29,9 @@ class LossTerm:
     ignore_index: int | None
 
 
-def build(terms: tuple[Kinded, ...], spec: Any, table: Table, default_target: str | None) -> tuple[LossTerm, ...]:
+def build(terms: tuple[Kinded, ...], spec: Any, table: Table, default_target: str | None,
+          split: str = "training") -> tuple[LossTerm, ...]:
+    """The loss terms, checked against the targets of `table` (the `split` named in messages)."""
     problems: list[Problem] = []
     built = []
     outputs = [o.name for o in spec.outputs]
@@ -49,12 +51,15 @@ def build(terms: tuple[Kinded, ...], spec: Any, table: Table, default_target: st
                                     f"one of {', '.join(table.names)}", did_you_mean(target or "", table.names)))
             continue
         tensor = spec.outputs[outputs.index(output)]
-        found = _check_target(term, tensor, table, target, spec)
+        found = _check_target(term, tensor, table, target, spec,
+                              ("training", "data") + (("dataset",) if split == "training" else ("validation", "dataset")))
         problems.extend(found)
         if not found:
             built.append(LossTerm(term.kind, outputs.index(output), output, target, term.get("scale", 1.0),
                                   _function(term), term.get("ignore_index")))
     if problems:
+        if split != "training":
+            problems = [replace(p, message=f"{p.message} (in the {split} data)") for p in problems]
         raise DlspecError(problems)
     return tuple(built)
 
@@ -68,9 +73,10 @@ def classes(tensor: Any) -> int | None:
     return tensor.shape[-1] if tensor.shape and isinstance(tensor.shape[-1], int) else None
 
 
-def _check_target(term: Kinded, tensor: Any, table: Table, target: str, spec: Any) -> list[Problem]:
+def _check_target(term: Kinded, tensor: Any, table: Table, target: str, spec: Any, source: tuple) -> list[Problem]:
     where = term.path + ("target",)
-    loc = spec.locate(where) or spec.locate(term.path)
+    # The target's own line if the spec names it, else the data set the labels come from.
+    loc = spec.locate(where if "target" in term.options else source)
     shape, dtype = table.example_shape(target), table.dtype(target)
     out_example = tuple(tensor.shape[1:])
     if term.kind in CLASSIFICATION:

@@ -26,14 +26,16 @@ def check(metrics: tuple[str, ...], term: LossTerm, n_classes: int | None, locat
         needs_classes = metric in ("accuracy", "perplexity") or _TOPK.match(metric)
         if needs_classes and term.kind not in CLASSIFICATION:
             raise DlspecError.single(f"metric '{metric}' needs a classification loss, but output '{term.output_name}' "
-                                     f"is trained with {term.kind}", locate(where), expected="mae, rmse or loss")
+                                     f"is trained with {term.kind}", locate(where), expected="mae, rmse or loss",
+                                     hint="accuracy and perplexity compare class scores with labels")
         if metric in ("mae", "rmse") and term.kind in CLASSIFICATION:
             raise DlspecError.single(f"metric '{metric}' needs a regression output; '{term.output_name}' is "
-                                     "classified", locate(where), expected="accuracy, topK_accuracy, perplexity or loss")
+                                     "classified", locate(where), expected="accuracy, topK_accuracy, perplexity or loss",
+                                     hint="mae and rmse compare numbers with numeric targets")
         top = _TOPK.match(metric)
         if top and n_classes is not None and int(top.group(1)) > n_classes:
             raise DlspecError.single(f"{metric} needs at least {top.group(1)} classes; the output has {n_classes}",
-                                     locate(where))
+                                     locate(where), hint=f"K in topK_accuracy can be at most {n_classes}")
 
 
 class Meter:

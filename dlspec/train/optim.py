@@ -101,13 +101,6 @@ class Schedule:
         if self.interval == "eval" and self.metric in metrics:
             self.scheduler.step(metrics[self.metric])
 
-    def lr(self, step: int) -> float:
-        """The lr the next step uses (first group), warm-up included."""
-        lr = self.optimizer.param_groups[0]["lr"]
-        if step < self.warmup_steps:
-            lr *= self.warmup_start + (1 - self.warmup_start) * step / self.warmup_steps
-        return lr
-
     def state_dict(self) -> dict:
         return {"scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
 
@@ -141,7 +134,7 @@ def build_schedule(cfg: Kinded | None, optimizer: torch.optim.Optimizer, total_s
                                                   T_mult=cfg.get("t_mult", 1), eta_min=min_lr)
     elif kind == "one_cycle":
         scheduler = S.OneCycleLR(optimizer, max_lr=cfg.get("max_lr", [g["lr"] for g in optimizer.param_groups]),
-                                 total_steps=length + 1, pct_start=cfg.get("pct_start", 0.3),
+                                 total_steps=length, pct_start=cfg.get("pct_start", 0.3),
                                  div_factor=cfg.get("div_factor", 25.0),
                                  final_div_factor=cfg.get("final_div_factor", 1e4))
     else:  # plateau

@@ -79,8 +79,7 @@ class Reporter:
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-    rows = [(key.replace("_", " "), _short(value) if isinstance(value, float) else str(value))
-            for key, value in summary.items() if not isinstance(value, (dict, list))]
+    rows = [(key.replace("_", " "), _short(value)) for key, value in summary.items() if not isinstance(value, (dict, list))]
     width = max(len(k) for k, _ in rows)
     rule = "-" * (width + 2 + max(len(v) for _, v in rows))
     return "\n".join([rule, *(f"{k.ljust(width)}  {v}" for k, v in rows), rule])
@@ -88,7 +87,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # 29,258 parameters, as `dlspec build` prints them
     return str(value)
 
 

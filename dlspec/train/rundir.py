@@ -82,6 +82,18 @@ def existing(path: Path) -> RunDir:
     return run
 
 
+def load_last(run: RunDir) -> dict:
+    """The checkpoint a resume starts from; a damaged one names the step checkpoints that could replace it."""
+    steps = sorted(run.checkpoints.glob("step-*.pt"))
+    hint = (f"the newest step checkpoint is {steps[-1]}; copy it over {run.last} to resume from there"
+            if steps else "nothing else to resume from: start the run again")
+    state = checkpoint.load(run.last, hint=hint)
+    if state.get("kind") != "checkpoint":
+        raise DlspecError.single(f"{run.last} holds {state.get('kind') or 'unknown'} data, not a training "
+                                 "checkpoint (no optimizer, schedule or position)", hint=hint)
+    return state
+
+
 def check_same_model(state: dict, spec: Any, force: bool) -> list[str]:
     """The changes between the checkpoint's model and the spec's; refused unless `force`."""
     if state.get("spec_hash") == spec.spec_hash:

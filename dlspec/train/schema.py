@@ -112,7 +112,7 @@ DATA = _obj("Training data: the data set, how it maps to the model, and how it i
                "description": "Model input name -> data field (default: the field of the same name, or the data "
                               "set's main field for a one-input model)."},
     "batch_size": _int("Examples per optimisation micro-batch, across all processes.", 1),
-    "eval_batch_size": _int("Examples per validation batch (default: batch_size).", 1),
+    "eval_batch_size": _int("Examples per validation batch (default: the larger of batch_size and 256).", 1),
     "shuffle": _bool("Shuffle the training set every epoch (default true)."),
     "drop_last": _bool("Drop the last incomplete training batch (default false)."),
     "num_workers": _int("DataLoader worker processes (default 0)."),
