@@ -59,7 +59,8 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
     try:
         record = fmt.read_record(path) or {}
     except Exception as e:
-        raise DlspecError.single(f"cannot read {path} as {fmt.name}: {parity.first_line(e)}") from None
+        raise DlspecError.single(f"cannot read {path} as {fmt.name}: {parity.first_line(e)}",
+                                 hint="the file is damaged or truncated: export it again with `dlspec export`") from None
     if record and record.get("spec_hash") != spec.spec_hash:
         raise DlspecError.single(
             f"{path.name} was exported from another model (spec hash {str(record.get('spec_hash'))[:12]}, "
@@ -88,6 +89,7 @@ def _model(spec: Spec, checkpoint, last: bool, seed: int):
     model = dlspec.build(spec, seed=seed)
     if checkpoint is None:
         if last:
-            raise DlspecError.single("--last needs --checkpoint RUN_DIR", usage=True)
+            raise DlspecError.single("--last needs --checkpoint RUN_DIR", expected="--checkpoint RUN_DIR --last",
+                                     hint="pass the run directory written by `dlspec train`", usage=True)
         return model, W.initialised(seed)
     return model, W.load_checkpoint(model, spec, W.resolve_checkpoint(checkpoint, last))

@@ -63,8 +63,22 @@ def _dim_constraints(error: BaseException, spec) -> Problem | None:
             f"dim {name} is declared with min {declared.min}, max {declared.max or 'unbounded'}, but the model "
             f"works only for {' and '.join(f'{k} {v}' for k, v in bounds.items())} (torch.export)", loc,
             f"model.dims.{name}", expected=f"model.dims.{name} with {fixes}",
-            hint=f"set it in the spec, or pass " + " ".join(f"--set model.dims.{name}.{k}={v}" for k, v in bounds.items()))
+            hint=f"set it in the spec, or pass {_set_dim(spec, name, bounds)}")
     return None
+
+
+def _set_dim(spec, name: str, bounds: dict) -> str:
+    """The --set override that gives dim `name` these bounds, whatever form its declaration has
+    (overrides replace values; they cannot add keys below a missing section)."""
+    dims = spec.document.get("model", {}).get("dims")
+    declared = dims.get(name) if isinstance(dims, dict) else None
+    if isinstance(declared, dict):
+        return " ".join(f"--set model.dims.{name}.{k}={v}" for k, v in bounds.items())
+    entry = ({"example": declared} if isinstance(declared, int) else {}) | bounds
+    flow = "{" + ", ".join(f"{k}: {v}" for k, v in entry.items()) + "}"
+    if isinstance(dims, dict):
+        return f"--set 'model.dims.{name}={flow}'"
+    return f"--set 'model.dims={{{name}: {flow}}}'"
 
 
 def culprit(error: BaseException, spec, model: torch.nn.Module):

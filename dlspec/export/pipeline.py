@@ -44,8 +44,7 @@ class ExportResult:
 def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, weights: dict) -> ExportResult:
     model.eval()  # dropout off, batch norm on its running statistics
     shapes = dynamic_shapes(spec, config)
-    record = provenance(spec, weights) | {"export": {"dynamic": list(config.dynamic),
-                                                     "sizes": {k: list(v) for k, v in config.sizes.items()}}}
+    record = provenance(spec, weights, config)
     example = random_inputs(spec, trace_sizes(spec, config), seed=0)
     job = Job(model, spec, config, example, shapes, record, _once(lambda: _torch_export(model, example, shapes)))
 

@@ -1,6 +1,6 @@
 """What every exported file carries so a deployed file can be traced to its source:
 the dlspec and torch versions, the spec's name and hash, the resolved spec
-itself, and where the weights came from."""
+itself, where the weights came from, and the dims exported as dynamic."""
 from __future__ import annotations
 
 import json
@@ -20,18 +20,21 @@ _ONNX_KEYS = {
     "spec_hash": "dlspec.spec_hash",
     "spec": "dlspec.spec",
     "weights": "dlspec.weights",
+    "export": "dlspec.export",
 }
-_JSON_FIELDS = {"spec", "weights"}
+_JSON_FIELDS = {"spec", "weights", "export"}
 
 
-def provenance(spec, weights: dict) -> dict[str, Any]:
+def provenance(spec, weights: dict, config) -> dict[str, Any]:
     return {
         "dlspec_version": dlspec.__version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "spec_name": spec.name,
         "spec_hash": spec.spec_hash,
         "spec": spec.document,
         "weights": weights,
+        # the dims exported as dynamic and the sizes checked, so `dlspec verify` checks the same
+        "export": {"dynamic": list(config.dynamic), "sizes": {k: list(v) for k, v in config.sizes.items()}},
     }
 
 

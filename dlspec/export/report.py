@@ -31,9 +31,14 @@ def table(report: ParityReport) -> str:
     checked = ", ".join(f"{n} in {{{', '.join(str(v) for v in sorted({c[n] for c in report.cases}))}}}" for n in sizes)
     head = (f"parity of {report.spec_name} (spec {report.spec_hash[:12]}) against eager PyTorch\n"
             f"{describe(report.weights)}\n"
-            f"{len(report.cases)} size cases x {report.seeds} seeds" + (f": {checked}" if checked else "") + "\n")
+            f"{_count(len(report.cases), 'size case')} x {_count(report.seeds, 'seed')}"
+            + (f": {checked}" if checked else "") + "\n")
     verdict = "parity: pass" if report.ok else "parity: FAIL"
     return head + "\n" + "\n".join(lines) + "\n" + verdict
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def to_json(report: ParityReport) -> dict:
@@ -62,8 +67,10 @@ def problems(report: ParityReport) -> list[Problem]:
     """One problem per failing artifact output: which artifact, which output, which sizes, by how much."""
     found = []
     for a in report.artifacts:
-        if a.error:
-            found.append(Problem(f"{a.file.name}: {a.error}"))
+        if a.error:  # the error names the file
+            found.append(Problem(f"parity not checked: {a.error}",
+                                 hint="the file was written but does not run in its own runtime: do not deploy it"
+                                      + ("; an older --opset may help" if a.format == "onnx" else "")))
         for o in a.outputs:
             if not o.ok:
                 found.append(Problem(f"parity failed: {a.file.name}, output '{o.name}': {o.failure}",

@@ -17,6 +17,12 @@ from .files import publish, staging
 from .provenance import from_onnx_metadata, to_onnx_metadata
 from .quiet import quiet
 
+# Protobuf cannot serialise a message of 2 GiB or more. Past this many bytes of weights
+# (1.5 GiB, torch's own threshold: headroom for the graph) they go to a `<file>.onnx.data`
+# file beside the model, as ONNX's external data. A module value so tests can lower it.
+EXTERNAL_DATA_THRESHOLD = 3 * 2**29
+_PROTOBUF_LIMIT = 2**31 - 1
+
 
 def write(job, path: Path) -> tuple[str, str]:
     spec = job.spec
@@ -27,17 +33,32 @@ def write(job, path: Path) -> tuple[str, str]:
             optimize=True, verbose=False)
     program.rename_axes(_axis_names(program, spec, job.config.dynamic))
     program.model.metadata_props.update(to_onnx_metadata(job.record))
+    external = _external(job.config.external_data, _weight_bytes(program))
+    data = path.with_name(path.name + ".data")  # the name torch's exporter gives external data
     with staging(path.parent) as tmp:
         staged = tmp / path.name
         with quiet():
-            program.save(staged, external_data=job.config.external_data)  # None: only past 2 GB
+            program.save(staged, external_data=external)
+        external = staged.with_name(data.name).exists()  # what was written (torch may decide so too)
         check(staged, spec)
-        data = staged.with_name(staged.name + ".data")
-        external = data.exists()
         if external:  # the weights first, so the new model never points at missing data
-            publish(data, path.with_name(data.name))
+            publish(staged.with_name(data.name), data)
         publish(staged, path)
-    return f"opset {job.config.opset}", f"weights in {path.name}.data" if external else ""
+    if not external and data.exists():  # an older export's weights, which the new file does not use
+        data.unlink()
+    return f"opset {job.config.opset}", f"weights in {data.name}" if external else ""
+
+
+def _weight_bytes(program) -> int:
+    return sum(v.const_value.nbytes for v in program.model.graph.initializers.values() if v.const_value is not None)
+
+
+def _external(setting: bool | None, size: int) -> bool:
+    """export.external_data if the spec sets it, else whether the weights need it."""
+    if setting is False and size > _PROTOBUF_LIMIT:
+        raise ValueError(f"the weights take {size / 2**30:.1f} GiB, past protobuf's 2 GiB limit, and "
+                         "export.external_data is false: set it to true or leave it out")
+    return setting if setting is not None else size > EXTERNAL_DATA_THRESHOLD
 
 
 def check(path: Path, spec) -> None:
@@ -60,6 +81,9 @@ def check(path: Path, spec) -> None:
 def load(path: Path, spec):
     options = ort.SessionOptions()
     options.log_severity_level = 4  # errors come back as exceptions; keep ORT's own log quiet
+    # As many threads as torch uses, so a user's (or a test's) torch.set_num_threads holds for both
+    # runtimes and latency comparisons are like for like.
+    options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     # An input the model never reads is dropped by the exporter: feed only the ones it has.
     names = [i.name for i in session.get_inputs()]

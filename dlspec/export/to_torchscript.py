@@ -54,4 +54,4 @@ def read_record(path: Path) -> dict | None:
 
 def _reason(e: Exception) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (lines[0] if lines else type(e).__name__)[:120]
+    return (lines[0].rstrip(" :") if lines else type(e).__name__)[:120]  # TorchScript ends some with " :"
