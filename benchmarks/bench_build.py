@@ -37,6 +37,7 @@ SPECS = Path(__file__).resolve().parent / "specs"
 sys.path.insert(0, str(ROOT))  # measure this working tree's dlspec, installed or not
 
 import dlspec  # noqa: E402
+from dlspec.inputs import random_inputs  # noqa: E402
 from dlspec.spec import concrete_shape  # noqa: E402
 
 THREADS = 2
@@ -168,19 +169,6 @@ CASES = [
 ]
 
 
-def example_inputs(spec, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for t in spec.inputs:
-        shape = concrete_shape(t.shape, spec.example_sizes())
-        if t.dtype.startswith("int"):
-            lo, hi = t.range or (0, 2)
-            out.append(torch.randint(lo, hi, shape, generator=g, dtype=getattr(torch, t.dtype)))
-        else:
-            out.append(torch.randn(shape, generator=g, dtype=getattr(torch, t.dtype)))
-    return tuple(out)
-
-
 def loss_of(model, inputs, target):
     logits = model(*inputs)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1))
@@ -223,7 +211,7 @@ def bench_case(case: Case, budget_s: float, min_rounds: int, warmup: int) -> dic
     torch.manual_seed(1)
     hand = case.hand()
     spec = spec_model.dlspec_spec
-    inputs = example_inputs(spec)
+    inputs = random_inputs(spec)
     *lead, classes = concrete_shape(spec.outputs[0].shape, spec.example_sizes())  # a class id per logits row
     target = torch.randint(0, classes, tuple(lead), generator=torch.Generator().manual_seed(1))
     check_same(spec_model, hand, inputs, target)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # measure this working tree's dlspec, installed o
 
 import dlspec  # noqa: E402
 from dlspec.export import api, pipeline  # noqa: E402
-from dlspec.export.inputs import random_inputs  # noqa: E402
+from dlspec.inputs import random_inputs  # noqa: E402
 from dlspec.export.shapes import example_sizes  # noqa: E402
 
 # Reduced sizes of the big example specs (same structure, fewer layers, smaller vocabulary/images).

@@ -1,12 +1,10 @@
-"""Shared test helpers: the reduced sizes used for big specs, and valid random inputs."""
+"""Shared test helpers: the reduced sizes used for big specs, and running the CLI as a user does."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -25,26 +23,6 @@ REDUCED = {
 
 def overrides_for(path: Path) -> list[str]:
     return REDUCED.get(path.stem, [])
-
-
-def random_inputs(spec, sizes: dict | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Valid inputs: floats ~ N(0, 1), integer ids within their range, masks with a true in every row."""
-    from dlspec.spec import concrete_shape
-    g = torch.Generator().manual_seed(seed)
-    sizes = {**spec.example_sizes(), **(sizes or {})}
-    out = []
-    for t in spec.inputs:
-        shape = concrete_shape(t.shape, sizes)
-        if t.dtype == "bool":
-            mask = torch.rand(shape, generator=g) > 0.3
-            mask[..., 0] = True
-            out.append(mask)
-        elif t.dtype.startswith("int"):
-            lo, hi = t.range or (0, 2)
-            out.append(torch.randint(lo, hi, shape, generator=g, dtype=getattr(torch, t.dtype)))
-        else:
-            out.append(torch.randn(shape, generator=g, dtype=getattr(torch, t.dtype)))
-    return tuple(out)
 
 
 def run_dlspec(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import dlspec
+from dlspec.inputs import random_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_build  # noqa: E402
@@ -21,7 +22,7 @@ def test_hand_written_model_matches_its_spec(case):
     model = dlspec.build(case.spec)
     torch.manual_seed(1)
     hand = case.hand()
-    inputs = bench_build.example_inputs(model.dlspec_spec)
+    inputs = random_inputs(model.dlspec_spec)
     logits = model(*inputs)
     target = torch.randint(0, logits.shape[-1], logits.shape[:-1], generator=torch.Generator().manual_seed(1))
     bench_build.check_same(model, hand, inputs, target)

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import dlspec
+from dlspec.inputs import random_inputs
 from dlspec.summary import summarize
-from support import ROOT, SPECS, VALID, overrides_for, random_inputs
+from support import ROOT, SPECS, VALID, overrides_for
 
 PUBLISHED = {  # unique parameters, as published (torchvision / the original papers' reference code)
     "resnet18": 11_689_512,

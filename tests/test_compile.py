@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import dlspec
-from support import SPECS, overrides_for, random_inputs
+from dlspec.inputs import random_inputs
+from support import SPECS, overrides_for
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ import dlspec
 from dlspec.cli import main
 from dlspec.export import to_onnx
 from dlspec.export.formats import FORMATS
-from dlspec.export.inputs import random_inputs
+from dlspec.inputs import random_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -659,17 +660,22 @@ def test_progress_lines_bar_and_off(tmp_path, capsys):
     assert captured.out.startswith("---") and "val accuracy" in captured.out  # only the summary table
 
 
-def test_tensorboard_files_or_a_clear_error(tmp_path, capsys):
+def test_tensorboard_files_and_a_clear_error_without_the_package(tmp_path, capsys, monkeypatch):
     spec = write_spec(tmp_path, mlp(), {"threads": 1, "max_steps": 2, "data": DIGITS_FLAT,
                                         "logging": {"tensorboard": True, "every_steps": 1}})
-    code = main(["train", str(spec), "--out", str(tmp_path / "run")])
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        assert_user_error(code, capsys.readouterr().err, "logging.tensorboard needs the tensorboard package",
-                          f"{spec}:")
-    else:
-        assert code == 0 and list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+        code = main(["train", str(spec), "--out", str(tmp_path / "without")])
+        assert_user_error(code, capsys.readouterr().err, "logging.tensorboard needs the tensorboard package", f"{spec}:")
+
+    pytest.importorskip("tensorboard")  # the dev extra installs it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert main(["train", str(spec), "--out", str(tmp_path / "run")]) == 0
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    logged = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    losses = [e.value for e in events.Scalars(next(t for t in events.Tags()["scalars"] if t.endswith("loss")))]
+    assert len(losses) >= len(logged) == 2  # every logged step reached TensorBoard
 
 
 def test_device_choice(tmp_path, capsys):

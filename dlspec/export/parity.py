@@ -18,7 +18,7 @@ import torch
 
 from .config import ExportConfig, Tolerance
 from .formats import Runner, as_numpy
-from .inputs import random_inputs
+from dlspec.inputs import random_inputs
 
 
 @dataclass(frozen=True)

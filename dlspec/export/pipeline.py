@@ -21,7 +21,7 @@ from . import parity, report
 from .blame import export_problem
 from .config import ExportConfig
 from .formats import FORMATS, Job
-from .inputs import random_inputs
+from dlspec.inputs import random_inputs
 from .provenance import provenance
 from .quiet import quiet
 from .shapes import dynamic_shapes, size_cases, trace_sizes

@@ -14,7 +14,9 @@ from dlspec.spec import concrete_shape
 DEFAULT_INT_RANGE = (0, 2)
 
 
-def random_inputs(spec, sizes: dict[str, int], seed: int) -> tuple[torch.Tensor, ...]:
+def random_inputs(spec, sizes: dict[str, int] | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """One tensor per declared input, at `sizes` for the symbolic dims (default: the spec's example sizes)."""
+    sizes = {**spec.example_sizes(), **(sizes or {})}
     generator = torch.Generator().manual_seed(seed)
     return tuple(_random(t, concrete_shape(t.shape, sizes), generator) for t in spec.inputs)
 
