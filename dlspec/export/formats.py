@@ -56,9 +56,3 @@ def format_of(path: Path) -> Format | None:
     if name.endswith((".pt", ".ts", ".torchscript")):
         return FORMATS["torchscript"]
     return None
-
-
-def as_numpy(outputs) -> tuple[np.ndarray, ...]:
-    """A model's outputs (one tensor or a tuple) as numpy arrays."""
-    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    return tuple(o.detach().cpu().numpy() for o in outputs)

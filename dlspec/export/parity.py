@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from .config import ExportConfig, Tolerance
-from .formats import Runner, as_numpy
+from .formats import Runner
+from .runners import as_numpy
 from dlspec.inputs import random_inputs
 
 

@@ -9,6 +9,7 @@ import torch
 from .files import publish, staging
 from .provenance import ARCHIVE_ENTRY, dumps
 from .quiet import quiet
+from .runners import torch_runner
 
 
 def write(job, path: Path) -> tuple[str, str]:
@@ -21,15 +22,8 @@ def write(job, path: Path) -> tuple[str, str]:
 
 
 def load(path: Path, spec):
-    from .formats import as_numpy
-
     with quiet():
-        module = torch.export.load(path).module()
-
-    def run(inputs: dict[str, torch.Tensor]):
-        with torch.no_grad(), quiet():
-            return as_numpy(module(*inputs.values()))
-    return run
+        return torch_runner(torch.export.load(path).module())
 
 
 def read_record(path: Path) -> dict | None:

@@ -16,6 +16,7 @@ import torch
 from .files import publish, staging
 from .provenance import ARCHIVE_ENTRY, dumps
 from .quiet import quiet
+from .runners import torch_runner
 
 
 def write(job, path: Path) -> tuple[str, str]:
@@ -33,16 +34,9 @@ def write(job, path: Path) -> tuple[str, str]:
 
 
 def load(path: Path, spec):
-    from .formats import as_numpy
-
     with quiet():
         module = torch.jit.load(str(path), map_location="cpu")
-    module.eval()
-
-    def run(inputs: dict[str, torch.Tensor]):
-        with torch.no_grad(), quiet():
-            return as_numpy(module(*inputs.values()))
-    return run
+    return torch_runner(module.eval())
 
 
 def read_record(path: Path) -> dict | None:
