@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-from pathlib import Path
 
 from . import __version__
 from .errors import DlspecError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -86,3 +87,22 @@ def format_path(path: Sequence[str | int]) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def gist(exc: BaseException, limit: int = 200) -> str:
+    """The informative part of a library's error message, for quoting inside a DlspecError: the line
+    that says what went wrong (torch's weights-only loader buries it under advice), without a C++
+    source location in front, cut to its first sentence when long."""
+    message = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in message:  # what the weights-only loader refused: an unsupported global or opcode
+        message = message.split(marker, 1)[1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__  # EOFError and friends carry no message
+    text = lines[0]
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", text)
+    if len(text) > limit:
+        sentence = text.find(". ")
+        text = text[:sentence] if 0 < sentence < limit else text[:limit - 3] + "..."
+    return text.rstrip(" .:")

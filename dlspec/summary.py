@@ -74,8 +74,8 @@ def format_summary(s: dict, max_rows: int = 400) -> str:
     lines.append("-" * len(head))
     sizes = ", ".join(f"{k}={v}" for k, v in s["example_sizes"].items())
     lines += [
-        f"inputs:            " + "; ".join(f"{i['name']} [{', '.join(map(str, i['shape']))}] {i['dtype']}" for i in s["inputs"]),
-        f"outputs:           " + "; ".join(f"{o['name']} [{', '.join(map(str, o['shape']))}] {o['dtype']}" for o in s["outputs"]),
+        "inputs:            " + "; ".join(f"{i['name']} [{', '.join(map(str, i['shape']))}] {i['dtype']}" for i in s["inputs"]),
+        "outputs:           " + "; ".join(f"{o['name']} [{', '.join(map(str, o['shape']))}] {o['dtype']}" for o in s["outputs"]),
         f"parameters:        {s['params']:,}",
         f"trainable:         {s['trainable_params']:,}",
         f"size (fp32):       {s['size_mb']:.2f} MB",

@@ -93,3 +93,23 @@ def test_schema_command_prints_the_committed_schema(capsys):
 def test_version():
     done = run_dlspec("--version")
     assert done.returncode == 0 and done.stdout.startswith("dlspec ")
+
+
+def _pickled_object(path):
+    import argparse
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, path)  # a Python object, not plain data
+
+
+@pytest.mark.parametrize("write, says", [
+    (lambda path: path.write_bytes(b"garbage"), "Unsupported operand"),
+    (_pickled_object, "Unsupported global: GLOBAL argparse.Namespace"),
+], ids=["garbage", "python-object"])
+def test_an_unreadable_checkpoint_says_why_in_one_line(tmp_path, capsys, write, says):
+    bad = tmp_path / "bad.pt"
+    write(bad)
+    out = tmp_path / "export"
+    assert main(["export", str(ROOT / "specs" / "seed-mlp.yaml"), "--checkpoint", str(bad), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read checkpoint {bad}" in err and says in err
+    assert "PyTorch 2.6" not in err and "Traceback" not in err  # torch's advice stays out; the reason stays in
+    assert not out.exists()

@@ -3,7 +3,7 @@ import pytest
 
 import dlspec
 from dlspec.errors import DlspecError
-from support import ROOT, VALID
+from support import ROOT
 
 VALID_DIR = ROOT / "tests" / "specs" / "valid"
 

@@ -1,5 +1,4 @@
 """Stage 2: schema validation, driven by example files, and the committed schema."""
-import json
 import re
 
 import pytest

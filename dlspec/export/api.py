@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import dlspec
-from dlspec.errors import DlspecError, Problem
+from dlspec.errors import DlspecError, Problem, gist
 from dlspec.spec import Spec
 
 from . import config as cfg
@@ -59,7 +59,7 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
     try:
         record = fmt.read_record(path) or {}
     except Exception as e:
-        raise DlspecError.single(f"cannot read {path} as {fmt.name}: {parity.first_line(e)}",
+        raise DlspecError.single(f"cannot read {path} as {fmt.name}: {gist(e)}",
                                  hint="the file is damaged or truncated: export it again with `dlspec export`") from None
     if record and record.get("spec_hash") != spec.spec_hash:
         raise DlspecError.single(

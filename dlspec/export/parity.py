@@ -16,10 +16,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dlspec.errors import gist
+from dlspec.inputs import random_inputs
+
 from .config import ExportConfig, Tolerance
 from .formats import Runner
 from .runners import as_numpy
-from dlspec.inputs import random_inputs
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def check(spec, model: torch.nn.Module, candidates: list[Candidate], config: Exp
         try:
             runners[i] = candidate.load()
         except Exception as e:
-            errors[i] = f"cannot load {candidate.file.name}: {first_line(e)}"
+            errors[i] = f"cannot load {candidate.file.name}: {gist(e)}"
     for sizes in cases:
         for seed in range(config.seeds):
             where = describe_case(sizes, seed)
@@ -100,7 +102,7 @@ def check(spec, model: torch.nn.Module, candidates: list[Candidate], config: Exp
                 try:
                     actual = run(feed)
                 except Exception as e:
-                    errors[i] = f"{candidates[i].file.name} failed to run at {where}: {first_line(e)}"
+                    errors[i] = f"{candidates[i].file.name} failed to run at {where}: {gist(e)}"
                     continue
                 if len(actual) != len(expected):
                     errors[i] = f"{candidates[i].file.name} returns {len(actual)} outputs, the spec declares {len(expected)}"
@@ -116,11 +118,6 @@ def check(spec, model: torch.nn.Module, candidates: list[Candidate], config: Exp
 
 def describe_case(sizes: dict[str, int], seed: int) -> str:
     return ", ".join([f"{k}={v}" for k, v in sizes.items()] + [f"seed {seed}"])
-
-
-def first_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 @dataclass

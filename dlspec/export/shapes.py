@@ -77,7 +77,7 @@ def _axis(spec, input_name: str, axis: int, entry: str, dims: dict, static: dict
     if len(free) > 1:
         raise _error(spec, input_name, axis, f"axis '{entry}' of input '{input_name}' combines the dynamic dims "
                      f"{', '.join(map(str, free))}, which torch.export cannot express",
-                     hint=f"keep only one of them in export.dynamic")
+                     hint="keep only one of them in export.dynamic")
     root = free[0]
     poly = sympy.Poly(expr, root)
     if poly.degree() > 1 or not all(c.is_Integer for c in poly.all_coeffs()):

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from dlspec.errors import DlspecError
+from dlspec.errors import DlspecError, gist
 
 FORMAT = 1
 
@@ -59,9 +59,8 @@ def load(path: Path, hint: str | None = None) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, unsafe globals: all mean "not our file"
-        detail = next(iter(str(exc).splitlines()), "") or type(exc).__name__  # EOFError has no message
         raise DlspecError.single(f"cannot read checkpoint {path}: the file is damaged, truncated or not a "
-                                 f"checkpoint ({detail})", hint=hint or "checkpoints are read with "
+                                 f"checkpoint ({gist(exc)})", hint=hint or "checkpoints are read with "
                                  "weights_only=True and must hold tensors and plain data") from None
     if not isinstance(obj, dict) or "model" not in obj:
         raise DlspecError.single(f"{path} is not a dlspec checkpoint or weights file (no 'model' entry)")

@@ -50,7 +50,8 @@ def _spec_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
                                  hint="dlspec train specs/digits-cnn.yaml")
     saved = args.resume / "spec.yaml"
     if not saved.is_file():
-        raise DlspecError.single(f"{args.resume} is not a run directory (no spec.yaml)", usage=True)
+        raise DlspecError.single(f"{args.resume} is not a run directory (no spec.yaml)", usage=True,
+                                 hint="pass the directory `dlspec train` printed (its --out, or runs/NAME)")
     record = args.resume / "run.json"
     base = Path(json.loads(record.read_text())["base_dir"]) if record.is_file() else None
     return saved, base

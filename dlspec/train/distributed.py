@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from dlspec.errors import DlspecError
+from dlspec.errors import DlspecError, gist
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def init(strategy: str | None, backend: str, timeout_s: int, device_type: str, l
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         except (dist.DistError, RuntimeError, ValueError) as exc:
             raise DlspecError.single(f"cannot join the other {size - 1} processes ({backend}): "
-                                     f"{_first_line(exc)}", locate(("training", "distributed")),
+                                     f"{gist(exc)}", locate(("training", "distributed")),
                                      hint="start every process with torchrun (or `dlspec train --nproc N`); for "
                                           "several machines check --rdzv-endpoint and that its port is open") from None
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), strategy)
@@ -106,7 +105,7 @@ def _fully_shard(locate=None):
         from torch.distributed.fsdp import fully_shard
     except ImportError as exc:
         raise DlspecError.single(f"strategy fsdp is not available with torch {torch.__version__} on this platform "
-                                 f"({_first_line(exc)})",
+                                 f"({gist(exc)})",
                                  locate(("training", "distributed", "strategy")) if locate else None,
                                  expected="torch >= 2.6 with torch.distributed.fsdp.fully_shard",
                                  hint="use `strategy: ddp`, or upgrade torch") from None
@@ -147,18 +146,11 @@ def failure(exc: BaseException, world: World, timeout_s: int) -> BaseException:
             what = "lost contact with another process (it exited or was killed)"
             hint = "that process's own error, if it printed one, says why; `--resume RUN` continues from the last " \
                    "checkpoint"
-        exc = DlspecError.single(f"rank {world.rank} of {world.size}: {what}; stopping ({_first_line(exc)})",
+        exc = DlspecError.single(f"rank {world.rank} of {world.size}: {what}; stopping ({gist(exc)})",
                                  hint=hint)
     import signal
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """The gist of a backend error: its first sentence, without the C++ source location in front."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", lines[0]) if lines else type(exc).__name__
-    return text.split(". ")[0].rstrip(".")
 
 
 def shutdown(world: World) -> None:
