@@ -352,6 +352,31 @@ def test_losses_and_metrics_match_a_hand_computation(tmp_path, kind):
     assert len(losses) == 15 and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
+def test_several_loss_terms_on_several_outputs_sum_with_their_scales(tmp_path):
+    """A classifier with a regression head: cross-entropy on one output plus 0.1 x MSE on the other."""
+    x, y = _blobs(120, seed=5)
+    vx, vy = _blobs(48, seed=6)
+    w = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
+    _npz(tmp_path / "train.npz", features=x, label=y, box=x @ w)
+    _npz(tmp_path / "val.npz", features=vx, label=vy, box=vx @ w)
+    model = {"inputs": {"features": {"shape": ["B", 4], "dtype": "float32"}},
+             "layers": [{"id": "trunk", "op": "linear", "in": 4, "out": 16}, "relu",
+                        {"id": "cls", "op": "linear", "in": 16, "out": 3},
+                        {"id": "reg", "op": "linear", "in": 16, "out": 2, "from": "relu_0"}],
+             "outputs": {"logits": "cls", "box": "reg"}}
+    loss = [{"kind": "cross_entropy", "output": "logits", "target": "label"},
+            {"kind": "mse", "output": "box", "target": "box", "scale": 0.1}]
+    data = {"dataset": {"kind": "npz", "path": "train.npz"}, "batch_size": 24, "eval_batch_size": 48,
+            "validation": {"dataset": {"kind": "npz", "path": "val.npz"}}}
+    summary, run = train(tmp_path, model, {"max_steps": 10, "data": data, "loss": loss,
+                                           "optimizer": {"kind": "adam", "lr": 0.02},
+                                           "evaluation": {"every_steps": 5, "metrics": ["loss"]}})
+    with torch.no_grad():
+        logits, box = _model(run)(vx)
+    expected = F.cross_entropy(logits, vy) + 0.1 * F.mse_loss(box, vx @ w)
+    assert _close(summary["val_loss"], expected.item()), (summary["val_loss"], expected.item())
+
+
 def test_metric_that_does_not_fit_the_loss_is_an_error(tmp_path, capsys):
     spec = write_spec(tmp_path, mlp(), {"data": DIGITS_FLAT, "evaluation": {"metrics": ["loss", "rmse"]}})
     code = main(["train", str(spec), "--out", str(tmp_path / "run")])
