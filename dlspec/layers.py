@@ -56,6 +56,9 @@ class LayerKind:
     arity: tuple[int, int | None] = (1, 1)  # number of `from` inputs (min, max); refs come after
     outputs: Callable[[dict], int] = lambda a: 1
     module_classes: tuple[str, ...] = ()  # custom classes from dlspec.modules it needs
+    # input dims an attribute bounds, as (dim, bound, attribute): checked against the dims' declared max,
+    # since a symbolic dim passes the shape rule whatever its size
+    limits: Callable[[dict, list[TensorType]], list[tuple[Any, int, str]]] = lambda a, ins: []
 
     def attr(self, name: str) -> Attr | None:
         return next((a for a in self.attrs if a.name == name), None)
@@ -412,6 +415,7 @@ register(LayerKind(
     construct=lambda a: f"PositionalEmbedding({a['max_len']}, {a['dim']}, {a['kind']!r})",
     params=lambda a: {"weight": (a["max_len"], a["dim"])} if a["kind"] == "learned" else {},
     module_classes=("PositionalEmbedding",),
+    limits=lambda a, ins: [(ins[0].shape[1], a["max_len"], "max_len")],
 ))
 
 

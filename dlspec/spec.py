@@ -15,6 +15,7 @@ import sympy
 from . import dims as D
 from .errors import DlspecError, Loc, Problem, did_you_mean
 from .ir import Graph, TensorType, dim_str
+from .layers import REGISTRY
 from .document import Document, load_document
 from .lower import lower
 from .schema import validate_document
@@ -102,9 +103,36 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                         f"dim '{name}': example {example} is not within min {low} and max {high if high is not None else '(none)'}",
                         doc.locate(("model", "dims", name)), f"model.dims.{name}",
                         expected="min <= example <= max", hint="the example size is what summaries and export checks use"))
+    problems += _check_limits(graph, dims, doc)
     if problems:
         raise DlspecError(problems)
     return Spec(doc.path, graph.name, doc.data, graph, graph_hash(graph), inputs, outputs, dims, doc)
+
+
+def _check_limits(graph: Graph, dims: Mapping[str, "DimSpec"], doc: Document) -> list[Problem]:
+    """A symbolic dim that feeds a bounded attribute (pos_embedding's max_len) must declare a max within it:
+    otherwise a longer input is a crash at run time, not an error here."""
+    problems = []
+    for node in graph.nodes:
+        for dim, bound, attr in REGISTRY[node.op].limits(node.a, [graph.types[v] for v in node.inputs]):
+            if D.is_static(dim):
+                continue  # the shape rule has checked it
+            names = sorted(str(s) for s in dim.free_symbols)
+            unbounded = [n for n in names if n not in dims or dims[n].max is None]
+            if unbounded:
+                problems.append(Problem(
+                    f"{node.name} ({node.op}): {attr} is {bound}, but dim {dim_str(dim)} has no max",
+                    node.loc, node.name, expected=f"model.dims.{unbounded[0]}.max at most {bound}",
+                    hint=f"declare it: `dims: {{{unbounded[0]}: {{max: {bound}}}}}`" if dim_str(dim) == unbounded[0]
+                    else f"declare a max for {unbounded[0]} in model.dims so that {dim_str(dim)} <= {bound}"))
+                continue
+            largest = D.substitute(dim, {n: dims[n].max for n in names})
+            if largest > bound:
+                problems.append(Problem(
+                    f"{node.name} ({node.op}): {attr} is {bound}, but dim {dim_str(dim)} may reach {largest}",
+                    node.loc, node.name, expected=f"{dim_str(dim)} <= {bound}",
+                    hint=f"lower the max of {', '.join(names)} in model.dims, or raise {attr}"))
+    return problems
 
 
 def _shape(t: TensorType) -> tuple:

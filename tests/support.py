@@ -16,7 +16,7 @@ REDUCED = {
     "resnet18": ["model.vars.image=32"],
     "resnet50": ["model.vars.image=32"],
     "vit-b-16": ["model.vars.image=32", "model.vars.layers=2"],
-    "gpt2-small": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.context=64"],
+    "gpt2-small": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.context=64", "model.dims.T.max=64"],
     "bert-base": ["model.vars.layers=2", "model.vars.vocab=256"],
 }
 

@@ -41,7 +41,6 @@ REDUCED = {
                                 "model.vars.classes=10"],
     # its 64 learned positions bound T: exported unbounded, torch.export refuses it (as
     # test_export_options checks), and the hint dlspec gives is this override
-    "training-features": ["model.dims={T: {max: 64}}"],
 }
 
 

@@ -77,3 +77,11 @@ def test_library_alone_is_not_a_model(tmp_path):
 def test_layer_reference_docs_match_the_registry():
     from dlspec.reference import DOC_PATH, reference_text
     assert DOC_PATH.read_text() == reference_text(), "docs/layers.md drifted: run `python -m dlspec.reference`"
+
+
+def test_the_readme_example_spec_is_valid(tmp_path):
+    readme = (SCHEMA_PATH.parent.parent / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "readme.yaml").write_text(example)
+    spec = dlspec.load(tmp_path / "readme.yaml")
+    assert spec.name == "gpt2-small" and spec.dims["T"].max == 1024
