@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))  # measure this working tree's dlspec, installed o
 import dlspec  # noqa: E402
 from dlspec.export import api, pipeline  # noqa: E402
 from dlspec.inputs import random_inputs  # noqa: E402
-from dlspec.export.shapes import example_sizes  # noqa: E402
 
 # Reduced sizes of the big example specs (same structure, fewer layers, smaller vocabulary/images).
 _TRANSFORMER = ["model.vars.layers=2"]
@@ -130,7 +129,7 @@ def bench_spec(path: Path, overrides: list[str], rounds: int, threads: int) -> d
 
 def compare(spec, model: torch.nn.Module, session: ort.InferenceSession, batch: int, rounds: int) -> dict:
     """Median latency (ms) of ONNX Runtime and eager PyTorch at this batch, measured interleaved."""
-    sizes = example_sizes(spec) | ({"B": batch} if "B" in spec.dims else {})
+    sizes = spec.example_sizes() | ({"B": batch} if "B" in spec.dims else {})
     inputs = random_inputs(spec, sizes, seed=0)
     names = {i.name for i in session.get_inputs()}
     feed = {t.name: x.numpy() for t, x in zip(spec.inputs, inputs) if t.name in names}

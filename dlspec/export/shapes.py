@@ -11,10 +11,6 @@ from dlspec.expr import ExprError, evaluate
 from .config import ExportConfig
 
 
-def example_sizes(spec) -> dict[str, int]:
-    return {name: dim.example for name, dim in spec.dims.items()}
-
-
 def trace_sizes(spec, config: ExportConfig) -> dict[str, int]:
     """Example sizes, with every dynamic dim at 2 or more.
 
@@ -22,7 +18,7 @@ def trace_sizes(spec, config: ExportConfig) -> dict[str, int]:
     dynamic dim whose example is 1 is traced at 2; the exports still run at 1,
     which parity checks.
     """
-    sizes = example_sizes(spec)
+    sizes = spec.example_sizes()
     for name in config.dynamic:
         sizes[name] = max(sizes[name], 2)
     return sizes
@@ -31,7 +27,7 @@ def trace_sizes(spec, config: ExportConfig) -> dict[str, int]:
 def size_cases(spec, config: ExportConfig) -> tuple[dict[str, int], ...]:
     """The example sizes, each dynamic dim at each of its checked sizes (the others at their example),
     then all dynamic dims at their smallest and at their largest checked size together."""
-    base = example_sizes(spec)
+    base = spec.example_sizes()
     cases = [base]
     for name in config.dynamic:
         cases += [{**base, name: size} for size in config.sizes[name]]

@@ -11,7 +11,6 @@ old checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import io
-import os
 import random
 import sys
 from pathlib import Path
@@ -21,34 +20,15 @@ import numpy as np
 import torch
 
 from dlspec.errors import DlspecError, gist
+from dlspec.files import atomic_write_bytes
 
 FORMAT = 1
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load(path: Path, hint: str | None = None) -> dict:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from dlspec.errors import DlspecError
+from dlspec.files import atomic_write_text
 from dlspec.train import checkpoint
 
 
@@ -47,14 +48,14 @@ class RunDir:
         return self.checkpoints / f"step-{step:08d}.pt"
 
     def write_json(self, name: str, data: Any) -> None:
-        checkpoint.write_bytes_atomic(self.path / name, (json.dumps(data, indent=2) + "\n").encode())
+        atomic_write_text(self.path / name, json.dumps(data, indent=2) + "\n")
 
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
 
     def write_spec(self, document: dict) -> None:
         text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-        checkpoint.write_bytes_atomic(self.path / "spec.yaml", text.encode())
+        atomic_write_text(self.path / "spec.yaml", text)
 
 
 def new(out: Path | None, name: str) -> RunDir:
