@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 from . import __version__
@@ -25,6 +26,26 @@ COMMANDS = {
 }
 
 
+# the packages whose versions decide whether dlspec works: shown by `dlspec --version` and at the start of CI
+KEY_PACKAGES = ("torch", "pyyaml", "jsonschema", "onnx", "onnxruntime", "onnxscript", "sympy", "numpy", "scikit-learn")
+
+
+def versions() -> str:
+    lines = [f"dlspec {__version__}"]
+    for name in KEY_PACKAGES:
+        try:
+            lines.append(f"  {name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            lines.append(f"  {name} not installed")
+    return "\n".join(lines)
+
+
+class _Versions(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):  # looked up only when asked for
+        print(versions())
+        sys.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # exit 2 with a hint, as argparse does, but without the full usage dump
         self.print_usage(sys.stderr)
@@ -34,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="dlspec", description="Declarative, shape-checked PyTorch models.")
-    top.add_argument("--version", action="version", version=f"dlspec {__version__}")
+    top.add_argument("--version", action=_Versions, nargs=0, help="show dlspec's version and those of its key packages")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module, attr, help_text) in COMMANDS.items():

@@ -118,14 +118,15 @@ def _loc(file: str, mark) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1) if mark is not None else Loc(file, 1, 1)
 
 
-def _check_limits(text: str, file: str) -> None:
+def _check_limits(text: str, file: str, loader: type | None = None) -> None:
     """Refuse deep nesting and alias expansion before composing any node."""
+    loader = loader or _Loader
     anchor_sizes: dict[str, int] = {}
     stack: list[list] = []  # [expanded node count, anchor] per open collection
     total = 0
     documents = 0
     try:
-        for event in yaml.parse(text, Loader=_Loader):
+        for event in yaml.parse(text, Loader=loader):
             if isinstance(event, events.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
@@ -156,6 +157,10 @@ def _check_limits(text: str, file: str) -> None:
                 raise DlspecError.single(f"aliases expand to more than {MAX_EXPANDED_NODES} values",
                                          _loc(file, event.start_mark), hint="this looks like an alias bomb")
     except yaml.MarkedYAMLError as exc:
+        if loader is not yaml.SafeLoader and "maximum nesting depth" in str(exc.problem):
+            # libyaml (PyYAML 6.0.2+) has its own, higher nesting limit that fires before ours: rescan with
+            # the pure-Python parser, which stops at our limit and names the line of the first level too deep
+            _check_limits(text, file, yaml.SafeLoader)
         mark = exc.problem_mark or exc.context_mark
         raise DlspecError.single(f"invalid YAML: {exc.problem or exc.context}", _loc(file, mark),
                                  hint="check indentation, colons and brackets on this line") from None

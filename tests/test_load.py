@@ -2,7 +2,9 @@
 import time
 
 import pytest
+import yaml
 
+from dlspec import document
 from dlspec.document import MAX_DEPTH, load_document, parse_text
 from dlspec.errors import DlspecError
 
@@ -54,15 +56,36 @@ def test_alias_bomb_is_refused_quickly(tmp_path):
     assert time.process_time() - start < 5  # generous: guards against expansion, not a timing test
 
 
-def test_deep_nesting_is_refused(tmp_path):
-    (p,) = problems("[" * 20000 + "]" * 20000, tmp_path)
-    assert f"deeper than {MAX_DEPTH}" in p.message
+# libyaml (CSafeLoader, PyYAML 6.0.2 and later) refuses nesting past 1,000 levels on its own, before dlspec's
+# check sees the events; the pure-Python parser has no such limit. Both must give dlspec's own error.
+LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])
 
 
-def test_deep_block_nesting_is_refused(tmp_path):
-    text = "".join("  " * i + f"k{i}:\n" for i in range(100)) + "  " * 100 + "v: 1\n"
+@pytest.fixture(params=LOADERS, ids=lambda loader: loader.__name__)
+def yaml_loader(request, monkeypatch):
+    monkeypatch.setattr(document, "_Loader", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("depth", [65, 1500, 20000])
+def test_deep_flow_nesting_is_refused_at_the_first_level_too_deep(tmp_path, yaml_loader, depth):
+    (p,) = problems("[" * depth + "]" * depth, tmp_path)
+    assert p.message == f"nesting deeper than {MAX_DEPTH} levels"
+    assert (p.loc.file, p.loc.line, p.loc.col) == (str(tmp_path / "spec.yaml"), 1, MAX_DEPTH + 1)
+
+
+@pytest.mark.parametrize("depth", [100, 1500])
+def test_deep_block_nesting_is_refused_at_the_first_level_too_deep(tmp_path, yaml_loader, depth):
+    text = "".join("  " * i + f"k{i}:\n" for i in range(depth)) + "  " * depth + "v: 1\n"
     (p,) = problems(text, tmp_path)
-    assert "nesting deeper" in p.message
+    assert p.message == f"nesting deeper than {MAX_DEPTH} levels"
+    assert p.loc.line == MAX_DEPTH + 1
+
+
+def test_nesting_at_the_limit_loads(tmp_path, yaml_loader):
+    path = tmp_path / "spec.yaml"
+    path.write_text("[" * MAX_DEPTH + "]" * MAX_DEPTH)
+    assert load_document(path).data is not None
 
 
 def test_non_utf8_and_binary(tmp_path):
