@@ -37,8 +37,8 @@ SPECS = Path(__file__).resolve().parent / "specs"
 sys.path.insert(0, str(ROOT))  # measure this working tree's dlspec, installed or not
 
 import dlspec  # noqa: E402
-from dlspec.inputs import random_inputs  # noqa: E402
-from dlspec.spec import concrete_shape  # noqa: E402
+from dlspec.backend.inputs import random_inputs  # noqa: E402
+from dlspec.front.spec import concrete_shape  # noqa: E402
 
 THREADS = 2
 TARGET = 1.02  # a dlspec model may cost at most 2% more per training step than the hand-written one

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # measure this working tree's dlspec, installed or not
 
 import dlspec  # noqa: E402
+from dlspec.backend.inputs import random_inputs  # noqa: E402
 from dlspec.export import api, pipeline  # noqa: E402
-from dlspec.inputs import random_inputs  # noqa: E402
 
 # Reduced sizes of the big example specs (same structure, fewer layers, smaller vocabulary/images).
 _TRANSFORMER = ["model.vars.layers=2"]

@@ -5,16 +5,16 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "load", "build", "DlspecError"]
 
-from .errors import DlspecError  # noqa: E402
+from .core.errors import DlspecError  # noqa: E402
 
 
 def load(path, overrides=()):
-    """Read, validate and shape-check a spec; returns a `dlspec.spec.Spec`. Raises DlspecError."""
-    from .spec import load as _load
+    """Read, validate and shape-check a spec; returns a `dlspec.front.spec.Spec`. Raises DlspecError."""
+    from .front.spec import load as _load
     return _load(path, overrides)
 
 
 def build(spec_or_path, overrides=(), seed: int = 0):
     """Build the spec's nn.Module (forward takes the spec's inputs in order). Raises DlspecError."""
-    from .builder import build as _build
+    from .backend.builder import build as _build
     return _build(spec_or_path, overrides, seed)

@@ -12,7 +12,7 @@ import importlib.metadata
 import sys
 
 from . import __version__
-from .errors import DlspecError
+from .core.errors import DlspecError
 
 # command -> module with add_arguments(parser) and run(args) -> int
 COMMANDS = {

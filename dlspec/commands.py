@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from .errors import DlspecError
+from .core.errors import DlspecError
 
 
 def _spec_args(p) -> None:
@@ -21,7 +21,7 @@ def _validate_add(p) -> None:
 
 
 def _validate_run(args) -> int:
-    from .spec import load
+    from .front.spec import load
     results, failed = [], False
     for path in args.specs:
         try:
@@ -34,7 +34,7 @@ def _validate_run(args) -> int:
             if args.format == "text":
                 print(exc.format(), file=sys.stderr)
             continue
-        from .summary import node_params
+        from .backend.summary import node_params
         params = sum(node_params(spec.graph).values())
         results.append({"file": path, "ok": True, "name": spec.name, "nodes": len(spec.graph.nodes), "params": params,
                         "spec_hash": spec.spec_hash})
@@ -61,10 +61,10 @@ def _build_add(p) -> None:
 
 
 def _build_run(args) -> int:
-    from .builder import build, source
-    from .files import atomic_write_bytes, atomic_write_text
-    from .spec import load
-    from .summary import format_summary, summarize
+    from .backend.builder import build, source
+    from .backend.summary import format_summary, summarize
+    from .core.files import atomic_write_bytes, atomic_write_text
+    from .front.spec import load
     spec = load(args.spec, args.overrides)
     model = build(spec, seed=args.seed)
     summary = summarize(spec)
@@ -72,6 +72,7 @@ def _build_run(args) -> int:
         atomic_write_text(Path(args.emit_python), source(spec, standalone=True))
     if args.out:
         import io
+
         import torch
         buffer = io.BytesIO()
         torch.save({"model": model.state_dict(), "spec_hash": spec.spec_hash, "spec": spec.document}, buffer)
@@ -92,7 +93,7 @@ def _schema_add(p) -> None:
 
 
 def _schema_run(args) -> int:
-    from .schema import schema_text
+    from .front.schema import schema_text
     sys.stdout.write(schema_text())
     return 0
 

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .layers import REGISTRY
-from .lower import standard_blocks
+from .core.layers import REGISTRY
+from .front.lower import standard_blocks
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "layers.md"
 
@@ -20,7 +20,7 @@ def _default(attr) -> str:
 
 def reference_text() -> str:
     lines = ["# Layer reference", "",
-             "Generated from the layer registry (`dlspec/layers.py`) and the standard blocks (`dlspec/stdlib/`) by",
+             "Generated from the layer registry (`dlspec/core/layers.py`) and the standard blocks (`dlspec/stdlib/`) by",
              "`python -m dlspec.reference`. Every layer also takes the common node keys: `id`, `from`, `when`, `repeat`,",
              "`checkpoint`, `trainable`, `init`, `tie`, `outputs` (see [the spec language](spec-language.md)).", "",
              "## Layer kinds", ""]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dlspec
-from dlspec.inputs import random_inputs
+from dlspec.backend.inputs import random_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_build  # noqa: E402

@@ -4,11 +4,11 @@ import sys
 
 import pytest
 import torch
+from support import ROOT, SPECS, VALID, overrides_for
 
 import dlspec
-from dlspec.inputs import random_inputs
-from dlspec.summary import summarize
-from support import ROOT, SPECS, VALID, overrides_for
+from dlspec.backend.inputs import random_inputs
+from dlspec.backend.summary import summarize
 
 PUBLISHED = {  # unique parameters, as published (torchvision / the original papers' reference code)
     "resnet18": 11_689_512,
@@ -38,7 +38,7 @@ def test_forward_shapes_equal_inferred_shapes(path):
     with torch.no_grad():
         out = model(*random_inputs(spec, sizes))
     outs = out if isinstance(out, tuple) else (out,)
-    from dlspec.spec import concrete_shape
+    from dlspec.front.spec import concrete_shape
     assert [tuple(o.shape) for o in outs] == [concrete_shape(o.shape, sizes) for o in spec.outputs]
     assert [str(o.dtype).replace("torch.", "") for o in outs] == [o.dtype for o in spec.outputs]
     assert all(torch.isfinite(o).all() for o in outs if o.is_floating_point())
@@ -56,7 +56,7 @@ def test_every_intermediate_shape_matches_inference():
             module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
     with torch.no_grad():
         model(*random_inputs(spec, sizes))
-    from dlspec.spec import concrete_shape, _shape
+    from dlspec.front.spec import _shape, concrete_shape
     checked = 0
     for node in spec.graph.nodes:
         if node.name in seen:
@@ -135,7 +135,7 @@ def test_attention_runs_scaled_dot_product_attention_and_masks_padding():
         ea = encoder.attn(x, mask=mask)
         eb = encoder.attn(y, mask=mask)
     torch.testing.assert_close(ea[0, :4], eb[0, :4])
-    assert "F.scaled_dot_product_attention" in open(dlspec.modules.__file__).read()
+    assert "F.scaled_dot_product_attention" in open(dlspec.core.modules.__file__).read()
     assert base.shape == (2, 2)
 
 
@@ -148,7 +148,7 @@ def test_generated_code_is_readable_with_shape_comments():
 
 def test_emitted_python_runs_with_torch_only(tmp_path):
     spec = dlspec.load(VALID_DIR / "attention.yaml")
-    from dlspec.builder import source
+    from dlspec.backend.builder import source
     model = dlspec.build(spec).eval()
     out = tmp_path / "model.py"
     out.write_text(source(spec, standalone=True))

@@ -1,10 +1,10 @@
 """Built models work under torch.compile: dlspec's generated code causes no graph breaks."""
 import pytest
 import torch
+from support import SPECS, overrides_for
 
 import dlspec
-from dlspec.inputs import random_inputs
-from support import SPECS, overrides_for
+from dlspec.backend.inputs import random_inputs
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,8 @@ def test_every_spec_traces_as_one_graph(path, training):
     inputs = random_inputs(model.dlspec_spec)
     explained = torch._dynamo.explain(model)(*inputs)
     reasons = "\n".join(str(r) for r in explained.break_reasons)
-    assert explained.graph_break_count == 0, f"{path.name} ({model.training=}): graph breaks\n{reasons}\n--- generated code ---\n{model.code}"
+    assert explained.graph_break_count == 0, \
+        f"{path.name} ({model.training=}): graph breaks\n{reasons}\n--- generated code ---\n{model.code}"
     assert explained.graph_count == 1
 
 

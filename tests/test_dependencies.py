@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT, run_dlspec
 
 from dlspec.cli import KEY_PACKAGES
-from support import ROOT, run_dlspec
 
 tomllib = pytest.importorskip("tomllib")
 

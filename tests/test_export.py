@@ -98,7 +98,7 @@ def test_onnx_file_is_checked_named_and_traceable_to_its_spec(exported):
     assert meta["dlspec.spec_name"] == spec.name
     assert meta["dlspec.spec_hash"] == spec.spec_hash
     assert meta["dlspec.version"] == dlspec.__version__
-    assert json.loads(meta["dlspec.spec"]) == json.loads(json.dumps(spec.document, default=str))
+    assert json.loads(meta["dlspec.front.spec"]) == json.loads(json.dumps(spec.document, default=str))
     assert json.loads(meta["dlspec.weights"]) == {"source": "initialised", "seed": 0}
     assert model.opset_import[0].domain == "" and model.opset_import[0].version == 22  # the default opset
     # input and output names from the spec; symbolic dims keep their names as dynamic axes, also

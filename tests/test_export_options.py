@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 import dlspec
-import dlspec.spec
+import dlspec.front.spec
+from dlspec.backend.inputs import random_inputs
 from dlspec.cli import main
 from dlspec.export import to_onnx
 from dlspec.export.formats import FORMATS
-from dlspec.inputs import random_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -302,7 +302,7 @@ def test_a_dynamic_dim_the_model_cannot_take_is_reported_at_the_dim(tmp_path, ca
     constraint torch.export finds is still a located error, not torch's message."""
     spec = REPO / "tests" / "specs" / "invalid" / "pos-embedding-unbounded.yaml"
     assert cli(capsys, "export", spec, "--out", tmp_path)[0] == 1  # the front end's error
-    monkeypatch.setattr(dlspec.spec, "_check_limits", lambda *args: [])  # as if it had missed this one
+    monkeypatch.setattr(dlspec.front.spec, "_check_limits", lambda *args: [])  # as if it had missed this one
     code, out, err = cli(capsys, "export", spec, "--out", tmp_path)
     assert code == 1
     assert (f"{spec}:8:5: error: dim T is declared with min 1, max unbounded, but the model works only for "

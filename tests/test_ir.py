@@ -1,9 +1,9 @@
 """Stage 3: lowering to the flat IR (blocks, repeats, residuals, variables, ties, regions)."""
 import pytest
+from support import ROOT
 
 import dlspec
-from dlspec.errors import DlspecError
-from support import ROOT
+from dlspec.core.errors import DlspecError
 
 VALID_DIR = ROOT / "tests" / "specs" / "valid"
 
@@ -97,4 +97,5 @@ def test_block_recursion_is_an_error(tmp_path):
 def test_spec_hash_follows_the_model_not_the_training_section():
     base = dlspec.load(ROOT / "specs" / "seed-mlp.yaml")
     assert dlspec.load(ROOT / "specs" / "seed-mlp.yaml").spec_hash == base.spec_hash
-    assert dlspec.load(ROOT / "specs" / "seed-mlp.yaml", ["model.layers.0.out=255", "model.layers.2.in=255"]).spec_hash != base.spec_hash
+    wider = dlspec.load(ROOT / "specs" / "seed-mlp.yaml", ["model.layers.0.out=255", "model.layers.2.in=255"])
+    assert wider.spec_hash != base.spec_hash

@@ -4,9 +4,9 @@ import time
 import pytest
 import yaml
 
-from dlspec import document
-from dlspec.document import MAX_DEPTH, load_document, parse_text
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
+from dlspec.front import document
+from dlspec.front.document import MAX_DEPTH, load_document, parse_text
 
 
 def problems(text: str, tmp_path, name="spec.yaml", raw: bytes | None = None):

@@ -1,10 +1,10 @@
 """Stage 4: static shape inference with symbolic dims."""
 import pytest
 import sympy
+from support import ROOT
 
 import dlspec
-from dlspec.errors import DlspecError
-from support import ROOT
+from dlspec.core.errors import DlspecError
 
 SEED_CNN = ROOT / "specs" / "seed-cnn.yaml"
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import DIGITS_FLAT, assert_user_error, events, load, mlp, train, weights, write_spec
 
 import dlspec
 from dlspec.cli import main
 from dlspec.train import augment
-from test_train import (DIGITS_FLAT, assert_user_error, events, load, mlp, train, weights, write_spec)
 
 
 def _npz(path: Path, **fields: torch.Tensor) -> Path:

@@ -3,13 +3,13 @@ import re
 
 import pytest
 from jsonschema import Draft202012Validator
+from support import INVALID, SPECS, VALID
 
 import dlspec
-from dlspec.document import load_document
-from dlspec.errors import DlspecError
-from dlspec.lower import STDLIB
-from dlspec.schema import SCHEMA_PATH, build_schema, schema_text, validate_document
-from support import INVALID, SPECS, VALID
+from dlspec.core.errors import DlspecError
+from dlspec.front.document import load_document
+from dlspec.front.lower import STDLIB
+from dlspec.front.schema import SCHEMA_PATH, build_schema, schema_text, validate_document
 
 EXPECT = re.compile(r"^# expect: (?:(\d+):(\d+) )?(.+)$")
 
@@ -29,7 +29,7 @@ def test_invalid_specs_report_the_expected_problem(path):
     with pytest.raises(DlspecError) as info:
         dlspec.load(path)
     found = [(p.loc.line if p.loc else None, p.loc.col if p.loc else None, p.message) for p in info.value.problems]
-    assert any(message in m and (line is None or (l, c) == (int(line), int(col))) for l, c, m in found), found
+    assert any(message in m and (line is None or (ln, c) == (int(line), int(col))) for ln, c, m in found), found
     for p in info.value.problems:
         assert p.loc is not None and p.loc.file == str(path), p
 
@@ -50,7 +50,7 @@ def test_every_error_is_collected(tmp_path):
 
 
 def test_committed_schema_matches_the_registry():
-    assert SCHEMA_PATH.read_text() == schema_text(), "schemas/ drifted: run `python -m dlspec.schema`"
+    assert SCHEMA_PATH.read_text() == schema_text(), "schemas/ drifted: run `python -m dlspec.front.schema`"
 
 
 def test_schema_is_valid_draft_2020_12_with_docs_for_editors():

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import dlspec
-from dlspec.errors import DlspecError, Problem, gist
-from dlspec.spec import Spec
+from dlspec.core.errors import DlspecError, Problem, gist
+from dlspec.front.spec import Spec
 
 from . import config as cfg
-from . import parity, report, weights as W
+from . import parity, report
+from . import weights as W
 from .formats import format_of
 from .pipeline import ExportResult, artifact_stem
 from .pipeline import export as export_model

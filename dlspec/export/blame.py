@@ -16,7 +16,7 @@ import traceback
 
 import torch
 
-from dlspec.errors import Problem
+from dlspec.core.errors import Problem
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")

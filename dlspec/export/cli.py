@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 from .schema import FORMATS
 

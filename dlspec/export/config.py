@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from dlspec.errors import DlspecError, Problem, did_you_mean, format_path
+from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 
 from .schema import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 
@@ -62,7 +62,8 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
             problems.append(_unknown_dim(spec, path, name))
         elif name not in dynamic:
             problems.append(Problem(f"sizes given for dim '{name}', which is not dynamic",
-                                    spec.locate(path), format_path(path), expected=f"one of the dynamic dims: {', '.join(dynamic)}",
+                                    spec.locate(path), format_path(path),
+                                    expected=f"one of the dynamic dims: {', '.join(dynamic)}",
                                     hint=f"add '{name}' to export.dynamic, or remove its sizes"))
         else:
             bad = [v for v in values if not _fits(dims[name], v)]
@@ -128,6 +129,7 @@ def _opset(opset: int) -> int:
 
 def _unknown_dim(spec, path: tuple, name: str) -> Problem:
     known = list(spec.dims)
-    return Problem(f"unknown dim '{name}'", spec.locate(path), format_path(path), expected=f"a symbolic dim of the inputs: {', '.join(known) or 'none'}",
+    return Problem(f"unknown dim '{name}'", spec.locate(path), format_path(path),
+                   expected=f"a symbolic dim of the inputs: {', '.join(known) or 'none'}",
                    hint=did_you_mean(name, known))
 

@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dlspec.errors import gist
-from dlspec.inputs import random_inputs
+from dlspec.backend.inputs import random_inputs
+from dlspec.core.errors import gist
 
 from .config import ExportConfig, Tolerance
 from .formats import Runner

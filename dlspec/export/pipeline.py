@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from dlspec.errors import DlspecError, Problem
+from dlspec.backend.inputs import random_inputs
+from dlspec.core.errors import DlspecError, Problem
 
 from . import parity, report
 from .blame import export_problem
 from .config import ExportConfig
 from .formats import FORMATS, Job
-from dlspec.inputs import random_inputs
 from .provenance import provenance
 from .quiet import quiet
 from .shapes import dynamic_shapes, size_cases, trace_sizes

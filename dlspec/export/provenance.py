@@ -18,7 +18,7 @@ _ONNX_KEYS = {
     "torch_version": "dlspec.torch_version",
     "spec_name": "dlspec.spec_name",
     "spec_hash": "dlspec.spec_hash",
-    "spec": "dlspec.spec",
+    "spec": "dlspec.front.spec",
     "weights": "dlspec.weights",
     "export": "dlspec.export",
 }

@@ -6,8 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import dlspec
-from dlspec.errors import Problem
-from dlspec.files import atomic_write_text
+from dlspec.core.errors import Problem
+from dlspec.core.files import atomic_write_text
 
 from .parity import ParityReport
 from .weights import describe

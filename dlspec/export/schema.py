@@ -1,6 +1,6 @@
 """JSON Schema of the spec's `export:` section (pure data, no torch import).
 
-`dlspec/schema.py` assembles this into `schemas/dlspec.schema.json`, so editors
+`dlspec/front/schema.py` assembles this into `schemas/dlspec.schema.json`, so editors
 show these descriptions as hover docs. Semantic checks (a named dim exists, a
 size is within the dim's range) belong to `dlspec.export.config`.
 """
@@ -33,7 +33,8 @@ EXPORT_SCHEMA: dict = {
         },
         "opset": {
             "type": "integer",
-            "description": f"ONNX opset of the .onnx file. Default {DEFAULT_OPSET}, the newest ONNX Runtime runs for every layer kind.",
+            "description": f"ONNX opset of the .onnx file. Default {DEFAULT_OPSET}, "
+                           "the newest ONNX Runtime runs for every layer kind.",
             "minimum": MIN_OPSET,
             "maximum": MAX_OPSET,
         },

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sympy
 import torch
 
-from dlspec.errors import DlspecError, format_path
-from dlspec.expr import ExprError, evaluate
+from dlspec.core.errors import DlspecError, format_path
+from dlspec.core.expr import ExprError, evaluate
 
 from .config import ExportConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 from .cli import add_tolerance_arguments, add_weight_arguments
 

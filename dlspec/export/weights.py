@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 from dlspec.train.checkpoint import load as read_checkpoint
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 
 def check(augment: Sequence[Mapping[str, Any]], fields: Mapping[str, tuple[int, ...]], default_field: str,

@@ -19,8 +19,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from dlspec.errors import DlspecError, gist
-from dlspec.files import atomic_write_bytes
+from dlspec.core.errors import DlspecError, gist
+from dlspec.core.files import atomic_write_bytes
 
 FORMAT = 1
 

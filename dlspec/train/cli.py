@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from dlspec.errors import DlspecError, Loc, Problem, did_you_mean, format_path
+from dlspec.core.errors import DlspecError, Loc, Problem, did_you_mean, format_path
 
 # spec.locate: the file:line:col of a document path (or of its nearest ancestor)
 Locate = Callable[[tuple], "Loc | None"]

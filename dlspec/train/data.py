@@ -19,8 +19,8 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from dlspec.errors import DlspecError, Problem, did_you_mean, format_path
-from dlspec.expr import ExprError, evaluate
+from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
+from dlspec.core.expr import ExprError, evaluate
 from dlspec.train import datasets
 from dlspec.train.config import DataConfig, Locate
 from dlspec.train.datasets import Table, TensorTable, TextTable

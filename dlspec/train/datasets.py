@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from dlspec.errors import DlspecError, did_you_mean
+from dlspec.core.errors import DlspecError, did_you_mean
 from dlspec.train.config import Kinded, Locate
 
 _TARGET_NAMES = ("label", "labels", "target", "targets", "y")
@@ -229,7 +229,7 @@ def _npz(path: Path, dataset: Kinded, locate: Locate) -> TensorTable:
         with np.load(path, allow_pickle=False) as archive:  # no pickle: a data file must not run code
             fields = {name: torch.from_numpy(np.ascontiguousarray(archive[name])) for name in archive.files}
     except (ValueError, OSError) as exc:
-        raise DlspecError.single(f"cannot read {path.name} as .npz: {exc}", locate(dataset.path + ("path",)))
+        raise DlspecError.single(f"cannot read {path.name} as .npz: {exc}", locate(dataset.path + ("path",))) from None
     return _with_defaults(fields, dataset, locate, path)
 
 
@@ -239,7 +239,7 @@ def _pt(path: Path, dataset: Kinded, locate: Locate) -> TensorTable:
     except Exception as exc:  # torch raises several types for a bad or unsafe file
         raise DlspecError.single(f"cannot read {path.name} as a tensor file: {exc}".splitlines()[0],
                                  locate(dataset.path + ("path",)),
-                                 hint="save a dict of tensors with torch.save({'x': x, 'y': y}, path)")
+                                 hint="save a dict of tensors with torch.save({'x': x, 'y': y}, path)") from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise DlspecError.single(f"{path.name} does not hold a dict of tensors", locate(dataset.path + ("path",)),
                                  expected="{'field name': tensor, ...}")

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from dlspec.errors import DlspecError, gist
+from dlspec.core.errors import DlspecError, gist
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, mo
 
 def preflight(spec, nproc: int) -> None:
     """The checks `--nproc` can make before starting any process, so their errors are printed once."""
-    from dlspec.train import config, device as devices
+    from dlspec.train import config
+    from dlspec.train import device as devices
     cfg = config.parse(spec.training, spec.locate)
     check_batch(cfg.data.batch_size, nproc, spec.locate)
     if (cfg.strategy or "ddp") == "fsdp":

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 _WEIGHTS = {"final": "weights.pt", "best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}
 
@@ -34,6 +34,7 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
              top_k: int | None = None, seed: int = 0, weights: str = "final") -> str:
     """The prompt followed by `tokens` sampled characters."""
     import torch
+
     import dlspec
     from dlspec.train import checkpoint
     if tokens < 0 or temperature <= 0 or (top_k is not None and top_k < 1):

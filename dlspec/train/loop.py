@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlspec.errors import DlspecError
-from dlspec.train import augment, checkpoint, config, data as D, device as devices, distributed, losses, metrics
-from dlspec.train import optim, progress, rundir, transfer
+from dlspec.core.errors import DlspecError
+from dlspec.train import augment, checkpoint, config, distributed, losses, metrics, optim, progress, rundir, transfer
+from dlspec.train import data as D
+from dlspec.train import device as devices
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from dlspec.errors import DlspecError, Problem, did_you_mean, format_path
+from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.train.config import Kinded
 from dlspec.train.datasets import Table
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 from dlspec.train.losses import CLASSIFICATION, LossTerm
 
 _TOPK = re.compile(r"^top(\d+)_accuracy$")

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import torch
 from torch.optim import lr_scheduler as S
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 from dlspec.train.config import DEFAULT_INTERVAL, Kinded, TrainConfig, metric_mode
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,

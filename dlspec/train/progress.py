@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 
 
 class Reporter:

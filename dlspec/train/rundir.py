@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from dlspec.errors import DlspecError
-from dlspec.files import atomic_write_text
+from dlspec.core.errors import DlspecError
+from dlspec.core.files import atomic_write_text
 from dlspec.train import checkpoint
 
 

@@ -1,6 +1,6 @@
 """JSON Schema of a spec's `training:` section (pure data: no torch import).
 
-`dlspec/schema.py` assembles this fragment into `schemas/dlspec.schema.json`.
+`dlspec/front/schema.py` assembles this fragment into `schemas/dlspec.schema.json`.
 Every object is closed (`additionalProperties: false`) so a typo fails at
 validation. Options whose meaning depends on a `kind` (which optimizer, which
 loss, which data set) are all listed here and then checked per kind by

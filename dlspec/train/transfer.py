@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from dlspec.errors import DlspecError
+from dlspec.core.errors import DlspecError
 from dlspec.train import checkpoint
 
 

@@ -1,6 +1,6 @@
 """Stage 2: the JSON Schema of the spec language, generated from the layer registry, and validation against it.
 
-`python -m dlspec.schema` writes schemas/dlspec.schema.json (committed; a test fails
+`python -m dlspec.front.schema` writes schemas/dlspec.schema.json (committed; a test fails
 on drift). Validation uses jsonschema's Draft 2020-12 validator, collects every
 error, and turns each into a Problem at the file:line:col of the offending
 value (or key), with the expected form and a near-miss hint.
@@ -15,13 +15,13 @@ from pathlib import Path
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from .errors import DlspecError, Problem, did_you_mean, format_path
-from .export.schema import EXPORT_SCHEMA
-from .layers import DTYPES, REGISTRY, Attr
+from ..core.errors import DlspecError, Problem, did_you_mean, format_path
+from ..core.layers import DTYPES, REGISTRY, Attr
+from ..export.schema import EXPORT_SCHEMA
+from ..train.schema import TRAINING_SCHEMA
 from .document import Document
-from .train.schema import TRAINING_SCHEMA
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "dlspec.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "dlspec.schema.json"
 IDENT = "^[A-Za-z_][A-Za-z0-9_]*$"
 INIT_SCHEMES = ("zeros", "ones", "constant", "normal", "trunc_normal", "uniform", "xavier_uniform", "xavier_normal",
                 "kaiming_uniform", "kaiming_normal", "orthogonal")

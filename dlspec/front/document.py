@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 from yaml import events, nodes
 
-from .errors import DlspecError, Loc, Problem, format_path
+from ..core.errors import DlspecError, Loc, Problem, format_path
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
@@ -271,12 +271,12 @@ def _resolve_includes(doc: Document, stack: tuple[Path, ...]) -> Document:
                                         f"blocks.{name}", hint=f"the other definition is at {where}"))
                 continue
             blocks[name] = body
-            for p, l in lib.locs.items():
+            for p, where in lib.locs.items():
                 if p[:2] == ("blocks", name):
-                    locs[p] = l
-            for p, l in lib.key_locs.items():
+                    locs[p] = where
+            for p, where in lib.key_locs.items():
                 if p[:2] == ("blocks", name):
-                    key_locs[p] = l
+                    key_locs[p] = where
     if problems:
         raise DlspecError(problems)
     merged = dict(data)

@@ -55,7 +55,7 @@ class LayerKind:
     macs: Callable[[dict, list[TensorType], list[TensorType]], Any] = lambda a, i, o: 0
     arity: tuple[int, int | None] = (1, 1)  # number of `from` inputs (min, max); refs come after
     outputs: Callable[[dict], int] = lambda a: 1
-    module_classes: tuple[str, ...] = ()  # custom classes from dlspec.modules it needs
+    module_classes: tuple[str, ...] = ()  # custom classes from dlspec.core.modules it needs
     # input dims an attribute bounds, as (dim, bound, attribute): checked against the dims' declared max,
     # since a symbolic dim passes the shape rule whatever its size
     limits: Callable[[dict, list[TensorType]], list[tuple[Any, int, str]]] = lambda a, ins: []
@@ -123,6 +123,11 @@ def _kw(a: dict, *names: str, defaults: dict | None = None) -> str:
         if defaults is None or a[name] != defaults.get(name):
             parts.append(f"{name}={a[name]!r}")
     return ", ".join(parts)
+
+
+def _literal(value) -> str:
+    """An attribute as Python source: lists become tuples, as torch's size arguments are written."""
+    return repr(tuple(value) if isinstance(value, list) else value)
 
 
 def _module_call(a, args, mod, ins) -> str:
@@ -213,7 +218,8 @@ def _conv_kind(n: int, transposed: bool = False) -> LayerKind:
         for size in spatial:
             if D.is_static(size) and size < 1:
                 raise ShapeError(f"output would be empty: spatial size {size} for input {t}",
-                                 attr="kernel", hint="the input is smaller than the kernel; pad it or use a smaller kernel/stride")
+                                 attr="kernel",
+                                 hint="the input is smaller than the kernel; pad it or use a smaller kernel/stride")
         return [TensorType((t.shape[0], a["out"]) + tuple(spatial), t.dtype)]
 
     def construct(a):
@@ -303,7 +309,7 @@ def _adaptive_kind(n: int) -> LayerKind:
     return register(LayerKind(
         name, f"{n}-D adaptive average pooling to a fixed output size.",
         (Attr("size", "ints", "output size (one int, or one per spatial dim)"),),
-        rule, lambda a, args, mod, ins: f"F.adaptive_avg_pool{n}d({args[0]}, {tuple(a['size']) if isinstance(a['size'], list) else a['size']!r})"))
+        rule, lambda a, args, mod, ins: f"F.adaptive_avg_pool{n}d({args[0]}, {_literal(a['size'])})"))
 
 
 _adaptive_kind(1)
@@ -336,7 +342,8 @@ for _n, _ranks in ((1, (2, 3)), (2, (4,))):
     _norm_kind(f"batch_norm{_n}d", f"Batch normalization over channels (nn.BatchNorm{_n}d); running stats in eval mode.",
                _ranks, 1,
                (Attr("dim", "int", "channels (dim 1)", minimum=1), Attr("eps", "float", "added to the variance", 1e-5),
-                Attr("momentum", "float", "running-stat update factor", 0.1), Attr("affine", "bool", "learn scale and shift", True)),
+                Attr("momentum", "float", "running-stat update factor", 0.1),
+                Attr("affine", "bool", "learn scale and shift", True)),
                lambda a, n=_n: f"nn.BatchNorm{n}d({a['dim']}{_opt(a, eps=1e-5, momentum=0.1, affine=True)})", _affine)
 
 
@@ -362,7 +369,8 @@ _norm_kind("group_norm", "Group normalization over channels in groups (nn.GroupN
             Attr("eps", "float", "added to the variance", 1e-5), Attr("affine", "bool", "learn scale and shift", True)),
            lambda a: f"nn.GroupNorm({a['groups']}, {a['dim']}{_opt(a, eps=1e-5, affine=True)})", _affine, _group_check)
 _norm_kind("rms_norm", "Root-mean-square normalization over the last dim (nn.RMSNorm).", (), -1,
-           (Attr("dim", "int", "size of the last dim", minimum=1), Attr("eps", "float", "added to the mean square (default: dtype eps)", None)),
+           (Attr("dim", "int", "size of the last dim", minimum=1),
+            Attr("eps", "float", "added to the mean square (default: dtype eps)", None)),
            lambda a: f"nn.RMSNorm({a['dim']}{_opt(a, eps=None)})", lambda a: {"weight": (a["dim"],)})
 
 
@@ -453,7 +461,8 @@ def _softmax_kind(name: str) -> LayerKind:
         _axis(a["dim"], ins[0].rank)
         return [ins[0]]
 
-    return register(LayerKind(name, f"{name.replace('_', ' ')} over one dim.", (Attr("dim", "int", "the dim to normalise over", -1),),
+    return register(LayerKind(name, f"{name.replace('_', ' ')} over one dim.",
+                              (Attr("dim", "int", "the dim to normalise over", -1),),
                               rule, lambda a, args, mod, ins: f"F.{name}({args[0]}, dim={a['dim']})"))
 
 
@@ -479,7 +488,8 @@ def _flatten_rule(a, ins):
 register(LayerKind("flatten", "Merges dims start..end into one (torch.flatten); keeps the batch dim by default.",
                    (Attr("start", "int", "first dim to merge", 1), Attr("end", "int", "last dim to merge", -1)),
                    _flatten_rule,
-                   lambda a, args, mod, ins: f"torch.flatten({args[0]}, {a['start']}{'' if a['end'] == -1 else ', ' + str(a['end'])})"))
+                   lambda a, args, mod, ins:
+                   f"torch.flatten({args[0]}, {a['start']}{'' if a['end'] == -1 else ', ' + str(a['end'])})"))
 
 
 def _reshape_rule(a, ins):
@@ -633,7 +643,8 @@ def _reduce_kind(name: str) -> LayerKind:
         return f"{args[0]}.{name}({tuple(d) if isinstance(d, list) else d}{', keepdim=True' if a['keepdim'] else ''})"
 
     return register(LayerKind(name, f"{name.title()} over one or more dims.",
-                              (Attr("dims", "ints", "dim or dims to reduce"), Attr("keepdim", "bool", "keep reduced dims as size 1", False)),
+                              (Attr("dims", "ints", "dim or dims to reduce"),
+                               Attr("keepdim", "bool", "keep reduced dims as size 1", False)),
                               rule, call))
 
 
@@ -688,7 +699,8 @@ def _concat_rule(a, ins):
     return [TensorType(first.shape[:i] + (D.normalize(total),) + first.shape[i + 1:], first.dtype)]
 
 
-register(LayerKind("concat", "Joins two or more inputs along a dim (torch.cat).", (Attr("dim", "int", "the dim to join along", -1),),
+register(LayerKind("concat", "Joins two or more inputs along a dim (torch.cat).",
+                   (Attr("dim", "int", "the dim to join along", -1),),
                    _concat_rule, lambda a, args, mod, ins: f"torch.cat([{', '.join(args)}], dim={a['dim']})", arity=(2, None)))
 
 

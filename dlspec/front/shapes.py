@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .errors import DlspecError, Problem
-from .ir import Graph, TensorType
-from .layers import REGISTRY, ShapeError
+from ..core.errors import DlspecError, Problem
+from ..core.ir import Graph, TensorType
+from ..core.layers import REGISTRY, ShapeError
 
 
 def infer_shapes(graph: Graph) -> Graph:
@@ -50,13 +50,15 @@ def _check_ties(graph: Graph) -> list[Problem]:
         for param, target, tparam in node.ties:
             other = by_name.get(target)
             if other is None:
-                problems.append(Problem(f"{node.name}: tie target '{target}' is not a layer with parameters", node.loc, node.name))
+                problems.append(Problem(f"{node.name}: tie target '{target}' is not a layer with parameters",
+                                        node.loc, node.name))
                 continue
             theirs = REGISTRY[other.op].params(other.a)
             if param not in own or tparam not in theirs:
                 missing = node.name if param not in own else other.name
                 have = own if param not in own else theirs
-                problems.append(Problem(f"{node.name}: cannot tie '{param}' to {other.name}.{tparam}: {missing} has no such parameter",
+                problems.append(Problem(f"{node.name}: cannot tie '{param}' to {other.name}.{tparam}: "
+                                        f"{missing} has no such parameter",
                                         node.loc, node.name, expected=", ".join(have) or "no parameters"))
             elif tuple(own[param]) != tuple(theirs[tparam]):
                 problems.append(Problem(f"{node.name}: cannot tie '{param}' {list(own[param])} to {other.name}.{tparam} "

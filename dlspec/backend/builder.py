@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from ..front.spec import Spec, load
 from .codegen import class_name, generate
-from .spec import Spec, load
 
 
 def source(spec: Spec, standalone: bool = False) -> str:

@@ -13,10 +13,10 @@ import inspect
 import keyword
 import re
 
-from . import __version__
-from . import modules as custom_modules
-from .ir import Graph, Node
-from .layers import REGISTRY
+from .. import __version__
+from ..core import modules as custom_modules
+from ..core.ir import Graph, Node
+from ..core.layers import REGISTRY
 
 _RESERVED = {"self", "torch", "nn", "F", "checkpoint", "math", "Optional"}
 
@@ -66,7 +66,7 @@ def generate(graph: Graph, name: str, *, standalone: bool = False, header: str =
         for cls in custom:
             lines += ["", inspect.getsource(getattr(custom_modules, cls)).rstrip()]
     elif custom:
-        lines.append(f"from dlspec.modules import {', '.join(custom)}")
+        lines.append(f"from dlspec.core.modules import {', '.join(custom)}")
     lines += ["", "", f"class {name}(nn.Module):", "    def __init__(self):", "        super().__init__()"]
     lines += ["        " + s for s in _init_lines(graph)]
     names = _Names()

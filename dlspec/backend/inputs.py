@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dlspec.spec import concrete_shape
+from dlspec.front.spec import concrete_shape
 
 # Integer inputs whose range the spec does not give (not feeding an embedding) draw from [0, 2).
 DEFAULT_INT_RANGE = (0, 2)

@@ -5,10 +5,10 @@ a test checks them against the built module.
 """
 from __future__ import annotations
 
-from . import dims as D
-from .ir import Graph
-from .layers import REGISTRY
-from .spec import Spec
+from ..core import dims as D
+from ..core.ir import Graph
+from ..core.layers import REGISTRY
+from ..front.spec import Spec
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 

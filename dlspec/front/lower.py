@@ -12,11 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from . import dims as D
-from .errors import DlspecError, Loc, Problem, did_you_mean, format_path
-from .expr import ExprError, evaluate, is_expression
-from .ir import Graph, Node, TensorType, Value
-from .layers import REGISTRY, Attr, LayerKind
+from ..core import dims as D
+from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path
+from ..core.expr import ExprError, evaluate, is_expression
+from ..core.ir import Graph, Node, TensorType, Value
+from ..core.layers import REGISTRY, Attr, LayerKind
 from .document import Document, load_document
 
 NODE_KEYS = ("id", "op", "from", "when", "repeat", "checkpoint", "trainable", "init", "tie", "outputs")
@@ -24,7 +24,7 @@ RESIDUAL_KEYS = NODE_KEYS + ("body", "shortcut")
 PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 MAX_BLOCK_DEPTH = 32
 MAX_NODES = 100_000
-STDLIB = Path(__file__).parent / "stdlib"
+STDLIB = Path(__file__).resolve().parents[1] / "stdlib"
 
 
 @lru_cache(maxsize=1)
@@ -209,7 +209,8 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
             raise _Fail()
         if current is None:
             raise low.fail(f"'{local_id}' has no input", loc, path,
-                           hint="say where its input comes from with `from:` (the model has several inputs, or this node follows a failed one)",
+                           hint="say where its input comes from with `from:` "
+                                "(the model has several inputs, or this node follows a failed one)",
                            scope=scope)
         if len(current) != 1:
             raise low.fail(f"the node before '{local_id}' has {len(current)} outputs", loc, path,
@@ -238,7 +239,8 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
     named = item.get("outputs")
     if named:
         if len(named) != len(outs):
-            raise low.fail(f"'{local_id}' has {len(outs)} outputs but {len(named)} names are given", scope.locate(path + ("outputs",)),
+            raise low.fail(f"'{local_id}' has {len(outs)} outputs but {len(named)} names are given",
+                           scope.locate(path + ("outputs",)),
                            path + ("outputs",), scope=scope)
         for alias, value in zip(named, outs):
             scope.names[alias] = (value,)

@@ -12,10 +12,10 @@ from typing import Any, Iterable, Mapping
 
 import sympy
 
-from . import dims as D
-from .errors import DlspecError, Loc, Problem, did_you_mean
-from .ir import Graph, TensorType, dim_str
-from .layers import REGISTRY
+from ..core import dims as D
+from ..core.errors import DlspecError, Loc, Problem, did_you_mean
+from ..core.ir import Graph, TensorType, dim_str
+from ..core.layers import REGISTRY
 from .document import Document, load_document
 from .lower import lower
 from .schema import validate_document
@@ -82,7 +82,8 @@ def _spec(doc: Document, graph: Graph) -> Spec:
     outputs = tuple(TensorSpec(name, _shape(graph.types[value]), graph.types[value].dtype) for name, value in graph.outputs)
     declared = doc.data["model"].get("dims") or {}
     used = {str(sym) for v in graph.inputs for d in v.type.shape for sym in getattr(d, "free_symbols", ())}
-    unknown = [Problem(f"dims declares '{name}', but no input has a dim of that name", doc.locate(("model", "dims", name), key=True),
+    unknown = [Problem(f"dims declares '{name}', but no input has a dim of that name",
+                       doc.locate(("model", "dims", name), key=True),
                        f"model.dims.{name}", expected=", ".join(sorted(used)) or "no symbolic dims",
                        hint=did_you_mean(name, sorted(used))) for name in declared if name not in used]
     if unknown:
@@ -100,7 +101,8 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                 dims[name] = DimSpec(name, example, low, high)
                 if not low <= example <= (high if high is not None else example) or (high is not None and high < low):
                     problems.append(Problem(
-                        f"dim '{name}': example {example} is not within min {low} and max {high if high is not None else '(none)'}",
+                        f"dim '{name}': example {example} is not within min {low} "
+                        f"and max {high if high is not None else '(none)'}",
                         doc.locate(("model", "dims", name)), f"model.dims.{name}",
                         expected="min <= example <= max", hint="the example size is what summaries and export checks use"))
     problems += _check_limits(graph, dims, doc)
@@ -155,7 +157,7 @@ def graph_hash(graph: Graph) -> str:
 
 def concrete_shape(shape: Iterable, sizes: Mapping[str, int]) -> tuple[int, ...]:
     """Evaluate a TensorSpec shape (ints and symbolic strings) at the given dim sizes."""
-    from .expr import evaluate
+    from ..core.expr import evaluate
     out = []
     for d in shape:
         out.append(d if isinstance(d, int) else D.substitute(sympy.sympify(evaluate(str(d), {}, symbolic=True)), dict(sizes)))
