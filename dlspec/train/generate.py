@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from dlspec.core.args import SEED, bounded_int, finite_float
 from dlspec.core.errors import DlspecError
 
 _WEIGHTS = {"final": "weights.pt", "best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}
@@ -17,10 +18,10 @@ _WEIGHTS = {"final": "weights.pt", "best": "checkpoints/best.pt", "last": "check
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN", help="a run directory written by `dlspec train`")
     p.add_argument("--prompt", default="", help="text to continue (default: a newline)")
-    p.add_argument("--tokens", type=int, default=200, help="characters to generate (default 200)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest characters only")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--tokens", type=bounded_int(0, 10**6), default=200, help="characters to generate (default 200)")
+    p.add_argument("--temperature", type=finite_float, default=0.8, help="sampling temperature (default 0.8)")
+    p.add_argument("--top-k", type=bounded_int(1, 2**31), default=None, help="sample among the k likeliest characters only")
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed (default 0)")
     p.add_argument("--weights", choices=tuple(_WEIGHTS), default="final", help="which weights (default final)")
 
 
@@ -37,7 +38,7 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
 
     import dlspec
     from dlspec.train import checkpoint
-    if tokens < 0 or temperature <= 0 or (top_k is not None and top_k < 1):
+    if not 0 <= tokens <= 10**6 or not 0 < temperature < float("inf") or (top_k is not None and top_k < 1):
         raise DlspecError.single("need --tokens >= 0, --temperature > 0 and --top-k >= 1", usage=True)
     vocab_file = run_dir / "vocab.json"
     if not vocab_file.is_file():
