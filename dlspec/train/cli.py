@@ -17,14 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a value by its dotted path, e.g. training.optimizer.lr=0.01 (repeatable)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="resume even though the model spec changed")
-    p.add_argument("--nproc", type=bounded_int(1, 1024), metavar="N", help="train with N processes on this machine (runs torchrun)")
+    p.add_argument("--nproc", type=bounded_int(1, 1024), metavar="N",
+                   help="train with N processes on this machine (runs torchrun)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"),
                    help="progress display (default: the spec's, else a bar on a terminal and lines otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dlspec.train import distributed
     import dlspec
+    from dlspec.train import distributed
     from dlspec.train.loop import train
     spec_path, base_dir = _spec_source(args)
     spec = dlspec.load(spec_path, args.overrides)
