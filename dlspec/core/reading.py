@@ -52,11 +52,18 @@ def open_checked(path: str | Path, limit: int, *, what: str = "file", loc: Loc |
 def read_bytes(path: str | Path, limit: int, *, what: str = "file", loc: Loc | None = None,
                usage: bool = False) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; a file that grows past it while read is refused too."""
+    chunks, total = [], 0
     with open_checked(path, limit, what=what, loc=loc, usage=usage) as handle:
         try:
-            data = handle.read(limit + 1)
+            while total <= limit:  # in chunks: read(limit + 1) would reserve the whole limit up front
+                chunk = handle.read(min(limit + 1 - total, 1 << 24))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
         except OSError as exc:
             raise DlspecError.single(f"cannot read {path}: {exc.strerror}", loc, usage=usage) from None
+    data = b"".join(chunks)
     if len(data) > limit:
         raise DlspecError.single(f"{path} is more than {limit:,} bytes; {what} are limited to {limit:,} bytes", loc,
                                  usage=usage)
