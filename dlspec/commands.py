@@ -64,7 +64,7 @@ def _build_add(p) -> None:
 def _build_run(args) -> int:
     from .backend.builder import build, source
     from .backend.summary import format_summary, summarize
-    from .core.files import atomic_write_bytes, atomic_write_text
+    from .core.files import atomic_write_text
     from .front.spec import load
     spec = load(args.spec, args.overrides)
     # the weights are allocated only when saved: a summary of a model too big for this machine still works
@@ -73,12 +73,9 @@ def _build_run(args) -> int:
     if args.emit_python:
         atomic_write_text(Path(args.emit_python), source(spec, standalone=True))
     if args.out:
-        import io
-
-        import torch
-        buffer = io.BytesIO()
-        torch.save({"model": model.state_dict(), "spec_hash": spec.spec_hash, "spec": spec.document}, buffer)
-        atomic_write_bytes(Path(args.out), buffer.getvalue())
+        from .train.checkpoint import FORMAT, save_atomic
+        save_atomic({"format": FORMAT, "kind": "weights", "model": model.state_dict(), "spec_hash": spec.spec_hash,
+                     "spec": spec.document}, Path(args.out))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

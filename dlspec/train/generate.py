@@ -6,11 +6,10 @@ and vocab.json (the alphabet and context length the data set used).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from dlspec.core.args import SEED, bounded_int, finite_float
-from dlspec.core.errors import DlspecError
+from dlspec.core.errors import DlspecError, shorten
 
 _WEIGHTS = {"final": "weights.pt", "best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}
 
@@ -38,14 +37,18 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
 
     import dlspec
     from dlspec.train import checkpoint
+    from dlspec.train.rundir import RunDir
     if not 0 <= tokens <= 10**6 or not 0 < temperature < float("inf") or (top_k is not None and top_k < 1):
         raise DlspecError.single("need --tokens >= 0, --temperature > 0 and --top-k >= 1", usage=True)
     vocab_file = run_dir / "vocab.json"
     if not vocab_file.is_file():
         raise DlspecError.single(f"{run_dir} has no vocab.json: it is not a run of a text (character-level) model",
                                  usage=True, hint="train a spec whose data set has `kind: text` first")
-    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
-    chars, block = vocab["chars"], vocab["block"]
+    vocab = RunDir(run_dir).read_json("vocab.json", "{chars: the alphabet, block: the context length}")
+    chars, block = vocab.get("chars"), vocab.get("block")
+    if not isinstance(chars, str) or not chars or not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise DlspecError.single(f"{vocab_file} is damaged: chars {shorten(repr(chars), 40)}, block "
+                                 f"{shorten(repr(block), 40)}", expected="chars: a non-empty string, block: an int >= 1")
     index = {ch: i for i, ch in enumerate(chars)}
     prompt = prompt or ("\n" if "\n" in index else chars[0])
     unknown = sorted(set(prompt) - set(index))
