@@ -37,11 +37,12 @@ def _child(case: dict, folder: Path, memory_bytes: int) -> None:
 
 
 def serve(memory_mb: int, timeout_s: float) -> None:
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
+
     import dlspec.cli  # noqa: F401 - everything a case needs is imported once, before forking
     import dlspec.export.api  # noqa: F401
     import dlspec.train.loop  # noqa: F401
-    import onnxruntime  # noqa: F401
-    import torch  # noqa: F401
     memory_bytes = memory_mb * 2**20 + _mapped()
     print("ready", flush=True)
     for line in sys.stdin:
