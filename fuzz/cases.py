@@ -40,7 +40,7 @@ def mutate(text: str, rng: random.Random) -> str:
             lines[i] = lines[i].replace("{", f"{{{key}: {rng.choice(NASTY)}, ", 1) if "{" in lines[i] \
                 else lines[i] + f"  # {key}"
         else:
-            raw = bytearray(lines[i].encode())
+            raw = bytearray(lines[i].encode("utf-8", "surrogateescape"))
             if raw:
                 raw[rng.randrange(len(raw))] = rng.randrange(256)
             lines[i] = raw.decode("utf-8", "surrogateescape")
@@ -54,7 +54,7 @@ def mutated_specs(count: int, seed: int) -> list[Case]:
         source = rng.choice(SPECS)
         text = mutate(source.read_text(), rng)
         command = "build" if k % 8 == 7 else "validate"
-        files = {"valid/spec.yaml": text, **LIBS}  # tests/specs/valid/include.yaml includes ../lib/
+        files = {"valid/spec.yaml": text.encode("utf-8", "surrogateescape"), **LIBS}  # tests/specs/valid/include.yaml includes ../lib/
         cases.append(Case(f"mutated {source.name} #{k}", (command, "valid/spec.yaml"), files))
     return cases
 
