@@ -54,7 +54,8 @@ def mutated_specs(count: int, seed: int) -> list[Case]:
         source = rng.choice(SPECS)
         text = mutate(source.read_text(), rng)
         command = "build" if k % 8 == 7 else "validate"
-        files = {"valid/spec.yaml": text.encode("utf-8", "surrogateescape"), **LIBS}  # tests/specs/valid/include.yaml includes ../lib/
+        # tests/specs/valid/include.yaml includes ../lib/
+        files = {"valid/spec.yaml": text.encode("utf-8", "surrogateescape"), **LIBS}
         cases.append(Case(f"mutated {source.name} #{k}", (command, "valid/spec.yaml"), files))
     return cases
 
