@@ -36,7 +36,7 @@ def main() -> int:
     for group, strategy, make in (("generated specs and expressions", cases.generated_specs, cases.spec_case),
                                   ("overrides", cases.overrides, cases.override_case),
                                   ("checkpoint dicts", cases.checkpoints, lambda case: case)):
-        budget(given(strategy)(lambda value, group=group, make=make: record(group, make(value))))()
+        budget(given(strategy)(_recorder(record, group, make)))()
     runner.close()
     print(f"\n{'group':<40} " + " ".join(f"{k:>9}" for k in ("cases",) + KINDS))
     total = []
@@ -47,6 +47,12 @@ def main() -> int:
     counts = tally(total)
     print(f"{'all':<40} " + " ".join(f"{counts[k]:>9}" for k in ("cases",) + KINDS))
     return 0 if counts["clean"] == counts["cases"] else 1
+
+
+def _recorder(record, group: str, make):
+    def run(value) -> None:  # @given refuses a function with default arguments
+        record(group, make(value))
+    return run
 
 
 if __name__ == "__main__":
