@@ -57,7 +57,13 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
                                  hint=f"use characters of its training text (listed in {vocab_file})")
     spec = dlspec.load(run_dir / "spec.yaml")
     model = dlspec.build(spec)
-    model.load_state_dict(checkpoint.load(run_dir / _WEIGHTS[weights])["model"])
+    weights_file = run_dir / _WEIGHTS[weights]
+    try:
+        model.load_state_dict(checkpoint.load(weights_file)["model"])
+    except RuntimeError as exc:  # keys or shapes of another model
+        raise DlspecError.single(f"{weights_file} does not fit the model of {run_dir / 'spec.yaml'}: "
+                                 f"{str(exc).splitlines()[-1].strip()[:200]}",
+                                 hint="the run directory's files come from different runs") from None
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     ids = torch.tensor([[index[ch] for ch in prompt]], dtype=torch.int64)
