@@ -7,12 +7,13 @@ This is the only place that prints errors and chooses exit codes:
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.metadata
 import sys
 
 from . import __version__
-from .core.errors import DlspecError
+from .core.errors import DlspecError, shorten
 
 # command -> module with add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -56,8 +57,8 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="dlspec", description="Declarative, shape-checked PyTorch models.")
     top.add_argument("--version", action=_Versions, nargs=0, help="show dlspec's version and those of its key packages")
+    # not `required`: argparse would then answer `dlspec --bogus` with "COMMAND is required", not naming --bogus
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
     for name, (module, attr, help_text) in COMMANDS.items():
         command = _command(module, attr)
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -73,7 +74,10 @@ def _command(module: str, attr: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if args.command is None:
+        top.error(f"a COMMAND is required: one of {', '.join(COMMANDS)}")
     try:
         return args.run(args)
     except DlspecError as exc:
@@ -90,12 +94,27 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the system refused a file operation (disk full, read-only, permissions): not a bug
+        if exc.errno not in _ENVIRONMENT_ERRORS:
+            return _internal(exc, args.debug)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}\n  hint: check the path, its permissions and the free space",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug in dlspec, not in the user's input
-        if args.debug:
-            raise
-        print(f"internal error: {type(exc).__name__}: {exc}\n  hint: this is a dlspec bug; rerun with --debug "
-              "for the traceback and report it", file=sys.stderr)
-        return 3
+        return _internal(exc, args.debug)
+
+
+_ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                       errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP, errno.EMFILE, errno.ENFILE}
+
+
+def _internal(exc: Exception, debug: bool) -> int:
+    if debug:
+        raise exc
+    print(f"internal error: {type(exc).__name__}: {shorten(str(exc))}\n  hint: this is a dlspec bug; rerun with "
+          "--debug for the traceback and report it", file=sys.stderr)
+    return 3
 
 
 def run() -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from .core.args import SEED, bounded_int
 from .core.errors import DlspecError
 
 
@@ -56,27 +57,25 @@ def _build_add(p) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--out", metavar="FILE", help="save the initialised weights (a state dict) to FILE")
     p.add_argument("--emit-python", metavar="FILE", help="write the model as a standalone PyTorch file (needs only torch)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weight initialisation (default 0)")
-    p.add_argument("--rows", type=int, default=400, help="most node rows to print (default 400)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed for weight initialisation (default 0)")
+    p.add_argument("--rows", type=bounded_int(2, 10**6), default=400, help="most node rows to print (default 400)")
 
 
 def _build_run(args) -> int:
     from .backend.builder import build, source
     from .backend.summary import format_summary, summarize
-    from .core.files import atomic_write_bytes, atomic_write_text
+    from .core.files import atomic_write_text
     from .front.spec import load
     spec = load(args.spec, args.overrides)
-    model = build(spec, seed=args.seed)
+    # the weights are allocated only when saved: a summary of a model too big for this machine still works
+    model = build(spec, seed=args.seed, device=None if args.out else "meta")
     summary = summarize(spec)
     if args.emit_python:
         atomic_write_text(Path(args.emit_python), source(spec, standalone=True))
     if args.out:
-        import io
-
-        import torch
-        buffer = io.BytesIO()
-        torch.save({"model": model.state_dict(), "spec_hash": spec.spec_hash, "spec": spec.document}, buffer)
-        atomic_write_bytes(Path(args.out), buffer.getvalue())
+        from .train.checkpoint import FORMAT, save_atomic
+        save_atomic({"format": FORMAT, "kind": "weights", "model": model.state_dict(), "spec_hash": spec.spec_hash,
+                     "spec": spec.document}, Path(args.out))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

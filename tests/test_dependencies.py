@@ -66,9 +66,11 @@ def test_every_import_of_the_package_is_a_declared_dependency():
 def test_every_import_of_the_tests_and_benchmarks_is_declared_for_development():
     project = _project()
     declared = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
-    local = {p.stem for p in (ROOT / "tests").glob("*.py")} | {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    local = {p.stem for p in (ROOT / "tests").glob("*.py")} | {p.stem for p in (ROOT / "benchmarks").glob("*.py")} \
+        | {"fuzz"}
     assert _undeclared(ROOT / "tests", declared, local) == []
     assert _undeclared(ROOT / "benchmarks", declared, local) == []
+    assert _undeclared(ROOT / "fuzz", declared, local) == []
 
 
 def test_every_dependency_has_bounds_and_an_exact_pin_in_the_constraints_file():

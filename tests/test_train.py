@@ -289,7 +289,7 @@ def test_checkpoint_contents_load_without_running_code(tmp_path):
     _, run = train(tmp_path, _model_with_vars(), {**SHORT, "optimizer": {"kind": "sgd", "lr": 0.05, "momentum": 0.9},
                                                  "scheduler": {"kind": "step", "interval": "step", "step_size": 5}})
     state = load(run / "checkpoints" / "last.pt")  # weights_only=True: plain data and tensors only
-    assert state["kind"] == "checkpoint" and state["format"] == 1 and state["step"] == 20
+    assert state["kind"] == "checkpoint" and state["format"] == 2 and state["step"] == 20
     assert set(state["model"]) == {"fc1.weight", "fc1.bias", "head.weight", "head.bias"}
     assert torch.equal(state["model"]["head.weight"], weights(run)["head.weight"])
     assert all("momentum_buffer" in s for s in state["optimizer"]["state"].values())

@@ -7,6 +7,9 @@ caller's random state.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import linecache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -14,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from ..core.budget import check_parameters
 from ..front.spec import Spec, load
 from .codegen import class_name, generate
 
@@ -23,17 +27,31 @@ def source(spec: Spec, standalone: bool = False) -> str:
                     header=f"{spec.path.name} (spec hash {spec.spec_hash[:12]})")
 
 
-def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0) -> nn.Module:
-    """Build the nn.Module of a spec (a path, or a Spec from dlspec.load)."""
+def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0,
+          device: str | None = None) -> nn.Module:
+    """Build the nn.Module of a spec (a path, or a Spec from dlspec.load).
+
+    device="meta" builds it without allocating its parameters (for summaries); otherwise a model whose
+    parameters do not fit in memory is refused before the first allocation."""
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path, overrides)
+    if device != "meta":
+        check_parameters(spec.graph)
     text = source(spec)
-    filename = f"<dlspec:{spec.name}:{spec.spec_hash[:12]}>"
-    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-    namespace: dict = {}
-    exec(compile(text, filename, "exec"), namespace)
-    with torch.random.fork_rng(devices=[]):
+    namespace = _namespace(text, f"<dlspec:{spec.name}:{spec.spec_hash[:12]}>")
+    with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext():
         torch.manual_seed(seed)
         model = namespace[class_name(spec.name)]()
     model.dlspec_spec = spec
     model.code = text
     return model
+
+
+@functools.lru_cache(maxsize=64)
+def _namespace(text: str, filename: str) -> dict:
+    """The executed source, once per distinct source: building a spec again gives instances of the same class,
+    and the classes live in a module named after their source's hash, so TorchScript gives them the same
+    names in every process (an export is byte-identical whatever was built before)."""
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    namespace: dict = {"__name__": "dlspec_model_" + hashlib.sha256(text.encode()).hexdigest()[:16]}
+    exec(compile(text, filename, "exec"), namespace)
+    return namespace

@@ -24,6 +24,22 @@ class Loc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+MAX_TEXT = 1000  # characters of one message, expectation or hint: an echoed value can be megabytes
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """A value quoted in a message, cut when long and saying by how much."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _printable(text: str | None) -> str | None:
+    """No terminal escapes or NULs from a user's value reach the terminal, and nothing past MAX_TEXT."""
+    if text is None:
+        return None
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], shorten(str(text), MAX_TEXT))
+
+
 @dataclass(frozen=True)
 class Problem:
     message: str
@@ -31,6 +47,10 @@ class Problem:
     path: str = ""
     expected: str | None = None
     hint: str | None = None
+
+    def __post_init__(self):
+        for name in ("message", "path", "expected", "hint"):
+            object.__setattr__(self, name, _printable(getattr(self, name)))
 
     def format(self) -> str:
         where = f"{self.loc}: " if self.loc else ""

@@ -33,6 +33,10 @@ _COMPARE: dict[type, Callable] = {
 }
 _FUNCTIONS: dict[str, Callable] = {"min": min, "max": max, "int": int, "round": round, "sqrt": math.sqrt}
 _MAX_LENGTH = 500
+# Every integer an expression computes stays within int64, like any size or setting torch takes; checked
+# after each operation (and before a power is computed), so no expression builds a huge number.
+MAX_INT = 2**63 - 1
+_MAX_SYMBOLIC_POWER = 8
 
 
 def floordiv(a, b):
@@ -56,12 +60,67 @@ def evaluate(text: str, env: Mapping[str, object], *, symbolic: bool = False):
         raise ExprError(f"expression longer than {_MAX_LENGTH} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ExprError(f"cannot parse expression '{text}': {exc.msg}") from None
-    return _eval(tree.body, env, symbolic)
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:  # ValueError: a NUL in the text
+        raise ExprError(f"cannot parse expression '{text}': {getattr(exc, 'msg', None) or exc}") from None
+    try:
+        return _eval(tree.body, env, symbolic)
+    except ExprError:
+        raise
+    except RecursionError:
+        raise ExprError("the expression nests too deeply") from None
+    except (ArithmeticError, ValueError, TypeError) as exc:  # 0 ** -1, sqrt(-1), round(inf), max(1), min(B, T), ...
+        raise ExprError(f"cannot compute '{text.strip()}': {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "truth value of Relational" in text or "cannot determine truth value" in text:
+        return "it compares symbolic dims, whose sizes are not known until run time"
+    return text
+
+
+def _number(value, what: str):
+    """An operand must be a number (or a symbolic dim): text or a list repeated 10**9 times is a memory bomb."""
+    if isinstance(value, (int, float, sympy.Basic)):
+        return value
+    raise ExprError(f"{what} is {type(value).__name__} {str(value)[:40]!r}, not a number")
+
+
+def _bounded(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise ExprError(f"the result has {len(str(abs(value)))} digits, past the largest integer a size or setting "
+                        f"can take (2**63 - 1)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExprError(f"the result is {value}, not a finite number")
+    if isinstance(value, complex):
+        raise ExprError("the result is a complex number")
+    if isinstance(value, sympy.Basic) and value.is_Number and abs(value) > MAX_INT:
+        raise ExprError("the result is past the largest integer a size can take (2**63 - 1)")
+    return value
+
+
+def _power(base, exponent):
+    """base ** exponent, refused before it is computed when its result could not be bounded."""
+    if isinstance(exponent, sympy.Basic) and not exponent.is_Number:
+        raise ExprError("a symbolic dim cannot be an exponent")
+    if isinstance(base, sympy.Basic) and not base.is_Number:
+        if not (isinstance(exponent, int) and 0 <= exponent <= _MAX_SYMBOLIC_POWER):
+            raise ExprError(f"a symbolic dim can be raised to a whole power of at most {_MAX_SYMBOLIC_POWER}")
+    elif abs(exponent) > 64:
+        raise ExprError("exponent larger than 64")
+    elif isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1 \
+            and exponent * math.log2(abs(base)) > 64:
+        raise ExprError(f"{base} ** {exponent} is past the largest integer a size or setting can take (2**63 - 1)")
+    return base ** exponent
 
 
 def _eval(node: ast.AST, env: Mapping[str, object], symbolic: bool):
+    return _bounded(_eval_node(node, env, symbolic))
+
+
+def _eval_node(node: ast.AST, env: Mapping[str, object], symbolic: bool):
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, bool)):
         return node.value
     if isinstance(node, ast.Name):
@@ -76,15 +135,16 @@ def _eval(node: ast.AST, env: Mapping[str, object], symbolic: bool):
         raise ExprError(f"unknown variable '{node.id}'", name=node.id)
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, env, symbolic), _eval(node.right, env, symbolic)
+        if not isinstance(node.op, ast.FloorDiv) and type(node.op) not in _BINARY:
+            raise ExprError(f"operator '{type(node.op).__name__}' is not allowed")
+        left, right = _number(left, ast.unparse(node.left)), _number(right, ast.unparse(node.right))
         if isinstance(node.op, ast.FloorDiv):
             _nonzero(right)
             return floordiv(left, right)
-        if type(node.op) not in _BINARY:
-            raise ExprError(f"operator '{type(node.op).__name__}' is not allowed")
         if isinstance(node.op, (ast.Div, ast.Mod)):
             _nonzero(right)
-        if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > 64:
-            raise ExprError("exponent larger than 64")
+        if isinstance(node.op, ast.Pow):
+            return _power(left, right)
         result = _BINARY[type(node.op)](left, right)
         if isinstance(node.op, ast.Div) and isinstance(result, float) and result.is_integer():
             return int(result) if isinstance(left, int) and isinstance(right, int) else result
@@ -92,9 +152,9 @@ def _eval(node: ast.AST, env: Mapping[str, object], symbolic: bool):
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env, symbolic)
         if isinstance(node.op, ast.USub):
-            return -value
+            return -_number(value, ast.unparse(node.operand))
         if isinstance(node.op, ast.UAdd):
-            return value
+            return _number(value, ast.unparse(node.operand))
         if isinstance(node.op, ast.Not):
             return not value
     if isinstance(node, ast.BoolOp):
@@ -111,7 +171,12 @@ def _eval(node: ast.AST, env: Mapping[str, object], symbolic: bool):
     if isinstance(node, ast.IfExp):
         return _eval(node.body if _eval(node.test, env, symbolic) else node.orelse, env, symbolic)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords:
-        return _FUNCTIONS[node.func.id](*[_eval(a, env, symbolic) for a in node.args])
+        args = [_number(_eval(a, env, symbolic), ast.unparse(a)) for a in node.args]
+        if node.func.id in ("min", "max") and len(args) < 2:
+            raise ExprError(f"{node.func.id}() takes two or more values, got {len(args)}")
+        if node.func.id not in ("min", "max") and len(args) != 1:
+            raise ExprError(f"{node.func.id}() takes one value, got {len(args)}")
+        return _FUNCTIONS[node.func.id](*args)
     raise ExprError(f"'{ast.unparse(node)}' is not allowed in an expression (only numbers, variables, + - * / // % **, "
                     "comparisons, and/or/not, x if c else y, min/max/int/round/sqrt)")
 

@@ -106,6 +106,9 @@ def _features(t: TensorType, axis: int, want: int, attr: str, what: str, hint: s
 
 
 def _pair(value, n: int) -> tuple:
+    if isinstance(value, (list, tuple)) and len(value) != n:
+        raise ShapeError(f"a list of sizes here has one value per spatial dim: {n}, got {list(value)}",
+                         expected=f"one int, or a list of {n}")
     return tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
 
 

@@ -3,21 +3,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import onnx
 
 import dlspec
 from dlspec.core.errors import DlspecError, Problem, gist
 from dlspec.front.spec import Spec
 
+from . import compare, parity, report
 from . import config as cfg
-from . import parity, report
 from . import weights as W
 from .formats import format_of
 from .pipeline import ExportResult, artifact_stem
 from .pipeline import export as export_model
-from .shapes import size_cases
+from .pipeline import write as write_formats
+from .schema import MAX_OPSET, MIN_OPSET
+from .shapes import check_memory, size_cases
+from .to_onnx import read_model
+from .weights import describe
 
 
 def export(spec: Spec | str | Path, out_dir: str | Path | None = None, *, checkpoint: str | Path | None = None,
@@ -37,8 +44,9 @@ def export(spec: Spec | str | Path, out_dir: str | Path | None = None, *, checkp
 
 @dataclass(frozen=True)
 class VerifyResult:
-    report: parity.ParityReport
+    report: parity.ParityReport | None  # None: the content differed, so the file was not run
     problems: tuple[Problem, ...]
+    content: dict  # sha256 of the file and of its content, and whether the content is the re-derived export's
 
     @property
     def ok(self) -> bool:
@@ -48,7 +56,10 @@ class VerifyResult:
 def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | Path | None = None,
            last: bool = False, atol: float | None = None, rtol: float | None = None,
            overrides: Iterable[str] = ()) -> VerifyResult:
-    """Re-run the parity check of an exported file (.onnx, .pt2, TorchScript) against the spec's eager model."""
+    """Prove an exported file (.onnx, .pt2, TorchScript) is the one dlspec makes from this spec and these
+    weights (every node and weight compared with a fresh export), then re-run its parity check.
+
+    A file whose content differs is reported node by node and weight by weight, and never loaded."""
     path = Path(artifact)
     fmt = format_of(path)
     if not path.is_file():
@@ -57,29 +68,69 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
         raise DlspecError.single(f"cannot tell the format of {path.name}",
                                  expected="a .onnx, .pt2 or TorchScript (.pt) file", usage=True)
     spec = _load(spec, overrides)
-    try:
-        record = fmt.read_record(path) or {}
-    except Exception as e:
-        raise DlspecError.single(f"cannot read {path} as {fmt.name}: {gist(e)}",
-                                 hint="the file is damaged or truncated: export it again with `dlspec export`") from None
-    if record and record.get("spec_hash") != spec.spec_hash:
+    record = _record(fmt, path)
+    if record.get("spec_hash") != spec.spec_hash:
         raise DlspecError.single(
             f"{path.name} was exported from another model (spec hash {str(record.get('spec_hash'))[:12]}, "
             f"{spec.path.name} resolves to {spec.spec_hash[:12]})",
             hint="pass the spec it was exported from, with the same --set overrides")
-    recorded = record.get("weights", {})
+    compare.refuse_unsafe(fmt.name, path)
+    recorded = record.get("weights") if isinstance(record.get("weights"), dict) else {}
     if checkpoint is None and recorded.get("source") == "checkpoint":
-        raise DlspecError.single(f"{path.name} was exported with the weights of {recorded.get('path')}",
-                                 hint=f"pass --checkpoint {recorded.get('path')}", usage=True)
-    model, weights = _model(spec, checkpoint, last, recorded.get("seed", 0))
-    config = cfg.resolve(spec, atol=atol, rtol=rtol)
+        raise DlspecError.single(f"{path.name} was exported with the weights of {str(recorded.get('path'))[:200]}",
+                                 hint=f"pass --checkpoint {str(recorded.get('path'))[:200]}", usage=True)
+    seed = recorded.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**62:
+        raise DlspecError.single(f"{path.name} records the initialisation seed {str(seed)[:40]}, which dlspec never "
+                                 "writes", hint="export it again with `dlspec export`")
+    model, weights = _model(spec, checkpoint, last, seed)
+    config = dataclasses.replace(cfg.resolve(spec, atol=atol, rtol=rtol), formats=(fmt.name,), **_as_written(fmt, path))
     if "export" in record:  # check the dims the file was exported with, whatever the spec's export: says now
-        exported = record["export"]
-        config = dataclasses.replace(config, dynamic=tuple(exported["dynamic"]),
-                                     sizes={k: tuple(v) for k, v in exported["sizes"].items()})
+        config = cfg.recorded(spec, config, record["export"], path.name)
+    cases = size_cases(spec, config)
+    check_memory(spec, cases, config, source=path.name)
+    content = {"sha256": compare.file_sha256(path), "content_sha256": compare.content_hash(fmt.name, path)}
+    with tempfile.TemporaryDirectory(prefix="dlspec-verify-") as tmp:
+        rederived, failed = write_formats(spec, model, Path(tmp), config, weights)
+        if failed:
+            raise DlspecError(failed)
+        differences = compare.differences(fmt.name, path, rederived[0].file)
+    content["identical"] = not differences
+    if differences:
+        problems = [Problem(f"{path.name} is not the export of {spec.path.name} with {describe(weights)}: {d}",
+                            hint="do not deploy it: export it again with `dlspec export`") for d in differences]
+        return VerifyResult(None, tuple(problems), content)
     candidate = parity.Candidate(fmt.name, path, fmt.name, functools.partial(fmt.load, path, spec))
-    result = parity.check(spec, model, [candidate], config, size_cases(spec, config), weights)
-    return VerifyResult(result, tuple(report.problems(result)))
+    result = parity.check(spec, model, [candidate], config, cases, weights)
+    return VerifyResult(result, tuple(report.problems(result)), content)
+
+
+def _record(fmt, path: Path) -> dict:
+    """The provenance record of a file dlspec exported, read without loading the model."""
+    try:
+        record = fmt.read_record(path)
+    except DlspecError:
+        raise
+    except Exception as e:
+        raise DlspecError.single(f"cannot read {path} as {fmt.name}: {gist(e)}",
+                                 hint="the file is damaged or truncated: export it again with `dlspec export`") from None
+    if not isinstance(record, dict):
+        raise DlspecError.single(f"{path} holds no dlspec provenance record: it was not written by `dlspec export`",
+                                 hint="verify proves files that dlspec exported")
+    return record
+
+
+def _as_written(fmt, path: Path) -> dict:
+    """The settings an ONNX file shows it was written with: its opset, and whether its weights are external."""
+    if fmt.name != "onnx":
+        return {}
+    model = read_model(path)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise DlspecError.single(f"{path.name} imports ONNX opset {opset}, which dlspec does not write",
+                                 expected=f"{MIN_OPSET} to {MAX_OPSET}", hint="export it again with `dlspec export`")
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    return {"opset": opset, "external_data": external}
 
 
 def _load(spec: Spec | str | Path, overrides: Iterable[str]) -> Spec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from dlspec.core.args import SEED, bounded_int, finite_float
 from dlspec.core.errors import DlspecError
 
 from .schema import FORMATS
@@ -15,9 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="formats", metavar="FORMATS",
                    help=f"comma-separated, from {','.join(FORMATS)} (default: export.formats of the spec, else all)")
     p.add_argument("--out", metavar="DIR", help="folder for the files and parity.json (default: exports/<spec name>)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: export.opset of the spec, else 22)")
+    p.add_argument("--opset", type=bounded_int(0, 1000), help="ONNX opset (default: export.opset of the spec, else 22)")
     add_tolerance_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed when no checkpoint is given (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="initialisation seed when no checkpoint is given (default 0)")
 
 
 def add_weight_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,8 +31,8 @@ def add_weight_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_tolerance_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--atol", type=float, help="absolute tolerance (default: export.tolerance, else 1e-5)")
-    p.add_argument("--rtol", type=float, help="relative tolerance (default: export.tolerance, else 1e-4)")
+    p.add_argument("--atol", type=finite_float, help="absolute tolerance (default: export.tolerance, else 1e-5)")
+    p.add_argument("--rtol", type=finite_float, help="relative tolerance (default: export.tolerance, else 1e-4)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ needs the model: named dims exist, checked sizes fit each dim's range.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
@@ -87,6 +87,35 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
                             rtol=_tolerance("rtol", rtol) if rtol is not None else tolerance.get("rtol", RTOL)),
         external_data=section.get("external_data"),
     )
+
+
+MAX_RECORDED_SIZES = 16
+
+
+def recorded(spec, config: ExportConfig, exported, source: str) -> ExportConfig:
+    """The dynamic dims and checked sizes an artifact records (`source` names it), checked like the spec's own:
+    a crafted record cannot make verify check a dim the spec lacks or allocate for a size past its range."""
+    def bad(why: str) -> DlspecError:
+        return DlspecError.single(f"{source} records export dims that do not fit {spec.path.name}: {why}",
+                                  hint="export it again with `dlspec export`")
+    if not isinstance(exported, dict) or not isinstance(exported.get("dynamic"), list) \
+            or not isinstance(exported.get("sizes"), dict):
+        raise bad("expected {dynamic: [...], sizes: {...}}")
+    dynamic = exported["dynamic"]
+    for name in dynamic:
+        if not isinstance(name, str) or name not in spec.dims:
+            raise bad(f"'{str(name)[:40]}' is not a symbolic dim of the spec's inputs")
+    sizes = {}
+    for name in dynamic:
+        values = exported["sizes"].get(name)
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_RECORDED_SIZES:
+            raise bad(f"dim '{name}' needs 1 to {MAX_RECORDED_SIZES} sizes")
+        for v in values:
+            if not isinstance(v, int) or isinstance(v, bool) or not _fits(spec.dims[name], v):
+                raise bad(f"size {str(v)[:40]} of dim '{name}' is outside its range "
+                          f"{spec.dims[name].min}..{spec.dims[name].max or 'unbounded'}")
+        sizes[name] = tuple(values)
+    return replace(config, dynamic=tuple(dynamic), sizes=sizes)
 
 
 def default_sizes(dim) -> tuple[int, ...]:

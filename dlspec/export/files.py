@@ -25,3 +25,10 @@ def staging(directory: Path) -> Iterator[Path]:
 def publish(staged: Path, final: Path) -> None:
     """Move a finished file into place, replacing an older one in one step."""
     os.replace(staged, final)
+
+
+def clean_staging(directory: Path) -> None:
+    """Remove scratch folders a killed export left behind (an export runs alone in its output folder)."""
+    for leftover in directory.glob(".dlspec-*") if directory.is_dir() else ():
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)

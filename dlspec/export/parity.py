@@ -46,6 +46,7 @@ class ArtifactParity:
     note: str = ""  # why, where it matters: "not scriptable: ..."
     outputs: tuple[OutputParity, ...] = ()
     error: str | None = None  # the artifact could not be loaded or run
+    hashes: dict = field(default_factory=dict)  # sha256 of the file, and of its content without provenance
 
     @property
     def ok(self) -> bool:
@@ -76,6 +77,7 @@ class Candidate:
     method: str
     load: Callable[[], Runner]
     note: str = ""
+    hashes: dict = field(default_factory=dict)
 
 
 def check(spec, model: torch.nn.Module, candidates: list[Candidate], config: ExportConfig,
@@ -111,7 +113,7 @@ def check(spec, model: torch.nn.Module, candidates: list[Candidate], config: Exp
                     _accumulate(stats[i].setdefault(tensor.name, _Stats()), a, e, config.tolerance, where)
     artifacts = tuple(
         ArtifactParity(c.format, c.file, c.method, c.note,
-                       tuple(stats[i][name].result(name) for name in stats[i]), errors.get(i))
+                       tuple(stats[i][name].result(name) for name in stats[i]), errors.get(i), c.hashes)
         for i, c in enumerate(candidates))
     return ParityReport(spec.name, spec.spec_hash, weights, config.tolerance, cases, config.seeds, artifacts)
 

@@ -20,11 +20,13 @@ from dlspec.core.errors import DlspecError, Problem
 
 from . import parity, report
 from .blame import export_problem
+from .compare import content_hash, file_sha256
 from .config import ExportConfig
+from .files import clean_staging
 from .formats import FORMATS, Job
 from .provenance import provenance
 from .quiet import quiet
-from .shapes import dynamic_shapes, size_cases, trace_sizes
+from .shapes import check_memory, dynamic_shapes, size_cases, trace_sizes
 
 PARITY_FILE = "parity.json"
 
@@ -42,6 +44,21 @@ class ExportResult:
 
 
 def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, weights: dict) -> ExportResult:
+    cases = size_cases(spec, config)
+    check_memory(spec, cases, config)
+    clean_staging(Path(out_dir))
+    candidates, problems = write(spec, model, Path(out_dir), config, weights)
+    result = parity.check(spec, model, candidates, config, cases, weights)
+    parity_file = Path(out_dir) / PARITY_FILE
+    report.write_json(result, parity_file)
+    return ExportResult(tuple(c.file for c in candidates), parity_file, result,
+                        tuple(problems) + tuple(report.problems(result)))
+
+
+def write(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig,
+          weights: dict) -> tuple[list[parity.Candidate], list[Problem]]:
+    """Write each format of `config` into `out_dir`: the files written (with their content hashes), and a
+    located problem for each format that could not be written."""
     model.eval()  # dropout off, batch norm on its running statistics
     shapes = dynamic_shapes(spec, config)
     record = provenance(spec, weights, config)
@@ -51,7 +68,7 @@ def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, we
     candidates, failed = [], {}
     for name in config.formats:
         fmt = FORMATS[name]
-        path = Path(out_dir) / (artifact_stem(spec.name) + fmt.suffix)
+        path = out_dir / (artifact_stem(spec.name) + fmt.suffix)
         try:
             method, note = fmt.write(job, path)
         except DlspecError:
@@ -59,14 +76,9 @@ def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, we
         except Exception as e:  # an op the exporter cannot handle, a failed check: name the spec node
             failed.setdefault(id(e), (e, []))[1].append(name)  # ONNX and .pt2 share one torch.export failure
             continue
-        candidates.append(parity.Candidate(name, path, method, functools.partial(fmt.load, path, spec), note))
-    problems = [export_problem(names, e, spec, model) for e, names in failed.values()]
-
-    result = parity.check(spec, model, candidates, config, size_cases(spec, config), weights)
-    parity_file = Path(out_dir) / PARITY_FILE
-    report.write_json(result, parity_file)
-    return ExportResult(tuple(c.file for c in candidates), parity_file, result,
-                        tuple(problems) + tuple(report.problems(result)))
+        hashes = {"sha256": file_sha256(path), "content_sha256": content_hash(name, path)}
+        candidates.append(parity.Candidate(name, path, method, functools.partial(fmt.load, path, spec), note, hashes))
+    return candidates, [export_problem(names, e, spec, model) for e, names in failed.values()]
 
 
 def artifact_stem(name: str) -> str:

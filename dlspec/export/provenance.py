@@ -9,6 +9,8 @@ from typing import Any
 import torch
 
 import dlspec
+from dlspec.core.archive import Archive
+from dlspec.core.budget import memory_limit
 
 # Name of the provenance record inside TorchScript and .pt2 archives.
 ARCHIVE_ENTRY = "dlspec.json"
@@ -58,3 +60,17 @@ def dumps(record: dict[str, Any]) -> str:
 def _dump(value: Any) -> str:
     # default=str: YAML timestamps and similar scalars are kept as the text the author wrote.
     return json.dumps(value, sort_keys=True, default=str)
+
+
+MAX_RECORD_BYTES = 64 * 2**20
+
+
+def read_archive_record(path) -> dict | None:
+    """The record inside a TorchScript or .pt2 archive, read as JSON from its member: nothing is unpickled."""
+    with Archive(path, memory_limit(), "exported files") as archive:
+        name = "extra/" + ARCHIVE_ENTRY
+        if name not in archive.infos:
+            return None
+        if archive.infos[name].file_size > MAX_RECORD_BYTES:
+            raise ValueError(f"its {name} is {archive.infos[name].file_size:,} bytes")
+        return json.loads(archive.read(name))

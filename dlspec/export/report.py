@@ -52,15 +52,18 @@ def to_json(report: ParityReport) -> dict:
         "cases": list(report.cases),
         "seeds": report.seeds,
         "artifacts": [
-            {"format": a.format, "file": a.file.name, "made_by": a.method, "note": a.note, "ok": a.ok, "error": a.error,
+            {"format": a.format, "file": a.file.name, **a.hashes, "made_by": a.method, "note": a.note, "ok": a.ok,
+             "error": a.error,
              "outputs": [asdict(o) | {"ok": o.ok} for o in a.outputs]}
             for a in report.artifacts
         ],
     }
 
 
-def write_json(report: ParityReport, path: Path) -> None:
-    atomic_write_text(path, json.dumps(to_json(report), indent=2) + "\n")
+def write_json(report: ParityReport | None, path: Path, content: dict | None = None) -> None:
+    """parity.json; verify adds what it found of the file's content (and has no report when the content differed)."""
+    data = {**(to_json(report) if report is not None else {"ok": False}), **({"content": content} if content else {})}
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def problems(report: ParityReport) -> list[Problem]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sympy
 import torch
 
+from dlspec.core.budget import check_activations
 from dlspec.core.errors import DlspecError, format_path
 from dlspec.core.expr import ExprError, evaluate
 
@@ -89,3 +90,13 @@ def _axis(spec, input_name: str, axis: int, entry: str, dims: dict, static: dict
 def _error(spec, input_name: str, axis: int, message: str, hint: str | None = None) -> DlspecError:
     path = ("model", "inputs", input_name, "shape", axis)
     return DlspecError.single(message, spec.locate(path), path=format_path(path), hint=hint)
+
+
+def check_memory(spec, cases: tuple[dict[str, int], ...], config: ExportConfig, source: str | None = None) -> None:
+    """Refuse size cases whose activations would not fit in memory, before any input is drawn.
+
+    `source` names where recorded sizes came from (an artifact), else they are the spec's export sizes."""
+    for case in cases:
+        where = ", ".join(f"{k}={v}" for k, v in case.items())
+        loc = None if source else spec.locate(("export", "sizes"))
+        check_activations(spec.graph, case, f"{source + ': ' if source else ''}the checked sizes {where}", loc)

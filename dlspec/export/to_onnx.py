@@ -13,6 +13,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from dlspec.core.reading import open_checked
+
 from .files import publish, staging
 from .provenance import from_onnx_metadata, to_onnx_metadata
 from .quiet import quiet
@@ -95,8 +97,14 @@ def load(path: Path, spec):
 
 
 def read_record(path: Path) -> dict | None:
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_model(path)
     return from_onnx_metadata({p.key: p.value for p in model.metadata_props})
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """The model proto of a user's file, its type and size checked first; external data is not read."""
+    with open_checked(path, _PROTOBUF_LIMIT, what="ONNX models") as handle:
+        return onnx.load_from_string(handle.read())
 
 
 def _axis_names(program, spec, dynamic: tuple[str, ...]) -> dict:

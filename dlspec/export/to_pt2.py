@@ -1,13 +1,12 @@
 """torch.export (.pt2): the forward-looking format, loaded with torch.export.load."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from .files import publish, staging
-from .provenance import ARCHIVE_ENTRY, dumps
+from .provenance import ARCHIVE_ENTRY, dumps, read_archive_record
 from .quiet import quiet
 from .runners import torch_runner
 
@@ -27,7 +26,4 @@ def load(path: Path, spec):
 
 
 def read_record(path: Path) -> dict | None:
-    extra = {ARCHIVE_ENTRY: ""}
-    with quiet():
-        torch.export.load(path, extra_files=extra)
-    return json.loads(extra[ARCHIVE_ENTRY]) if extra[ARCHIVE_ENTRY] else None
+    return read_archive_record(path)  # read from the archive's JSON member: torch.export.load would unpickle

@@ -8,19 +8,45 @@ checked size.
 """
 from __future__ import annotations
 
-import json
+import contextlib
+import hashlib
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import torch
 
 from .files import publish, staging
-from .provenance import ARCHIVE_ENTRY, dumps
+from .provenance import ARCHIVE_ENTRY, dumps, read_archive_record
 from .quiet import quiet
 from .runners import torch_runner
 
 
+class _SortedSet(set):
+    """A set that iterates in sorted order: TorchScript collects a module's constants in a set and writes them in
+    its iteration order, which follows the per-process string hash; sorted, the file is the same in every process."""
+
+    def __iter__(self):
+        return iter(sorted(super().__iter__(), key=repr))
+
+
+@contextlib.contextmanager
+def _deterministic_scripting():
+    recursive = torch.jit._recursive
+    previous = vars(recursive).get("set")
+    recursive.set = _SortedSet  # shadows the builtin for that module only, while we script
+    try:
+        yield
+    finally:
+        if previous is None:
+            del recursive.set
+        else:
+            recursive.set = previous
+
+
 def write(job, path: Path) -> tuple[str, str]:
-    with quiet():
+    with quiet(), _deterministic_scripting():
         try:
             module, made = torch.jit.script(job.model), ("scripted", "")
         except Exception as e:  # unsupported Python in forward, source not inspectable, ...
@@ -29,6 +55,7 @@ def write(job, path: Path) -> tuple[str, str]:
         with staging(path.parent) as tmp:
             staged = tmp / path.name
             torch.jit.save(module, str(staged), _extra_files={ARCHIVE_ENTRY: dumps(job.record)})
+            _stable_serialization_id(staged)
             publish(staged, path)
     return made
 
@@ -39,11 +66,41 @@ def load(path: Path, spec):
     return torch_runner(module.eval())
 
 
+def _stable_serialization_id(path: Path) -> None:
+    """torch.jit.save writes a random 40-digit id into every archive; replace it, in place and at the same
+    length, with one derived from the other members, so the same model gives byte-identical files."""
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        entry = next((i for i in infos if i.filename.endswith("/.data/serialization_id")), None)
+        if entry is None or entry.compress_type != zipfile.ZIP_STORED:
+            return
+        digest = hashlib.sha256(b"".join(struct.pack("<I", i.CRC) + i.filename.encode() for i in infos if i is not entry))
+        new = str(int(digest.hexdigest(), 16)).encode()[: entry.file_size].rjust(entry.file_size, b"0")
+        start_dir = archive.start_dir
+    crc = struct.pack("<I", zlib.crc32(new))
+    with path.open("r+b") as f:
+        f.seek(entry.header_offset)
+        header = f.read(30)
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        f.seek(entry.header_offset + 14)
+        f.write(crc)
+        f.seek(entry.header_offset + 30 + name_length + extra_length)
+        f.write(new)
+        f.seek(start_dir)
+        directory = f.read()
+        name = entry.filename.encode()
+        at = directory.find(b"PK\x01\x02")  # central directory entries: find this member's, set its CRC too
+        while at >= 0:
+            length = struct.unpack("<H", directory[at + 28: at + 30])[0]
+            if directory[at + 46: at + 46 + length] == name:
+                f.seek(start_dir + at + 16)
+                f.write(crc)
+                break
+            at = directory.find(b"PK\x01\x02", at + 4)
+
+
 def read_record(path: Path) -> dict | None:
-    extra = {ARCHIVE_ENTRY: ""}
-    with quiet():
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return json.loads(extra[ARCHIVE_ENTRY]) if extra[ARCHIVE_ENTRY] else None
+    return read_archive_record(path)
 
 
 def _reason(e: Exception) -> str:

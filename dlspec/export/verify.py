@@ -24,9 +24,15 @@ def run(args: argparse.Namespace) -> int:
 
     result = verify(args.artifact, args.spec, checkpoint=args.checkpoint, last=args.last, atol=args.atol,
                     rtol=args.rtol, overrides=args.overrides)
-    print(table(result.report))
+    content = result.content
+    if content["identical"]:
+        print(f"content: identical to a fresh export of {args.spec} (sha256 {content['sha256'][:16]}, "
+              f"content {content['content_sha256'][:16]})")
+        print(table(result.report))
+    else:
+        print(f"content: DIFFERS from a fresh export of {args.spec} (sha256 {content['sha256'][:16]}); not run")
     if args.report:
-        write_json(result.report, Path(args.report))
+        write_json(result.report, Path(args.report), content)
     if result.problems:
         raise DlspecError(result.problems)
     return 0

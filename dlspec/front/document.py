@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 from yaml import events, nodes
 
-from ..core.errors import DlspecError, Loc, Problem, format_path
+from ..core.errors import DlspecError, Loc, Problem, format_path, shorten
+from ..core.reading import decode_utf8, looks_utf16, read_bytes
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_DEPTH = 64
@@ -47,7 +48,7 @@ class Document:
             if path in self.locs:
                 return self.locs[path]
             path = path[:-1]
-        return self.locs.get((), None)
+        return self.locs.get((), Loc(str(self.path), 1, 1))  # an empty file: its first line
 
 
 def load_document(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Document:
@@ -81,16 +82,11 @@ def parse_text(text: str, file: str) -> tuple[Any, dict, dict]:
     return data, builder.locs, builder.key_locs
 
 
-def _read(path: Path, stack: tuple[Path, ...]) -> Document:
+def _read(path: Path, stack: tuple[Path, ...], loc: Loc | None = None) -> Document:
+    """`loc`: where the file was named (an `include:` entry); a file named on the command line has none."""
     file = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DlspecError.single(f"file not found: {file}", usage=not stack, hint="check the path") from None
-    except IsADirectoryError:
-        raise DlspecError.single(f"{file} is a directory, not a spec file", usage=not stack) from None
-    except OSError as exc:
-        raise DlspecError.single(f"cannot read {file}: {exc.strerror}", usage=not stack) from None
+    # type and size are checked before reading: a FIFO, /dev/zero or a huge sparse file is refused at once
+    raw = read_bytes(path, MAX_BYTES, what="specs", loc=loc, usage=not stack)
     text = decode(raw, file)
     data, locs, key_locs = parse_text(text, file)
     doc = Document(path, data, locs, key_locs)
@@ -98,20 +94,13 @@ def _read(path: Path, stack: tuple[Path, ...]) -> Document:
 
 
 def decode(raw: bytes, file: str) -> str:
-    if len(raw) > MAX_BYTES:
-        raise DlspecError.single(f"file is {len(raw)} bytes; specs are limited to {MAX_BYTES} bytes", Loc(file, 1, 1))
-    if b"\x00" in raw[:8192]:
-        raise DlspecError.single("this is a binary file, not a YAML spec", Loc(file, 1, 1),
-                                 expected="UTF-8 text", hint="did you pass a checkpoint or an .onnx file?")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise DlspecError.single(f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-                                 Loc(file, line, col), expected="UTF-8 text",
-                                 hint="re-save the file as UTF-8") from None
-    return text
+    if b"\x00" in raw and not raw.startswith((b"\xff\xfe", b"\xfe\xff")) and not looks_utf16(raw):
+        where = raw.index(b"\x00")
+        line = raw[:where].count(b"\n") + 1
+        raise DlspecError.single(f"this is a binary file, not a YAML spec (a NUL byte at offset {where})",
+                                 Loc(file, line, where - (raw.rfind(b"\n", 0, where) + 1) + 1), expected="UTF-8 text",
+                                 hint="did you pass a checkpoint or an .onnx file?")
+    return decode_utf8(raw, file)
 
 
 def _loc(file: str, mark) -> Loc:
@@ -144,6 +133,9 @@ def _check_limits(text: str, file: str, loader: type | None = None) -> None:
             elif isinstance(event, events.ScalarEvent):
                 count, anchor = 1, event.anchor
             elif isinstance(event, events.AliasEvent):
+                if any(open_anchor == event.anchor for _, open_anchor in stack):
+                    raise DlspecError.single(f"alias *{event.anchor} refers to the collection it is inside",
+                                             _loc(file, event.start_mark), hint="a recursive alias makes an endless value")
                 count, anchor = anchor_sizes.get(event.anchor, 1), None
             else:
                 continue
@@ -164,6 +156,23 @@ def _check_limits(text: str, file: str, loader: type | None = None) -> None:
         mark = exc.problem_mark or exc.context_mark
         raise DlspecError.single(f"invalid YAML: {exc.problem or exc.context}", _loc(file, mark),
                                  hint="check indentation, colons and brackets on this line") from None
+    except yaml.YAMLError as exc:  # the reader's refusal of a control character has a position, not a mark
+        raise DlspecError.single(f"invalid YAML: {_reader_problem(exc)}", _offset_loc(text, file, exc)) from None
+
+
+def _reader_problem(exc: yaml.YAMLError) -> str:
+    character = getattr(exc, "character", None)
+    if isinstance(character, int):
+        return f"special character U+{character:04X} is not allowed in a YAML file"
+    return str(exc).splitlines()[0]
+
+
+def _offset_loc(text: str, file: str, exc: yaml.YAMLError) -> Loc:
+    position = getattr(exc, "position", None)
+    if not isinstance(position, int):
+        return Loc(file, 1, 1)
+    line = text.count("\n", 0, position) + 1
+    return Loc(file, line, position - (text.rfind("\n", 0, position) + 1) + 1)
 
 
 class _Builder:
@@ -192,8 +201,9 @@ class _Builder:
             return self._bad_tag(node, path)
         try:
             return self._scalars.construct_object(node)
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(f"bad scalar: {exc}", _loc(self.file, node.start_mark), format_path(path)))
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:  # ValueError: an integer of over 4,300 digits
+            self.problems.append(Problem(f"bad scalar: {shorten(str(exc))}", _loc(self.file, node.start_mark),
+                                         format_path(path)))
             return None
 
     def _mapping(self, node: nodes.MappingNode, path: tuple) -> dict:
@@ -257,7 +267,7 @@ def _resolve_includes(doc: Document, stack: tuple[Path, ...]) -> Document:
                                     hint=f"paths are relative to {doc.path.parent or '.'}"))
             continue
         try:
-            lib = _read(target, stack)
+            lib = _read(target, stack, loc)
         except DlspecError as exc:
             problems.extend(exc.problems)
             continue

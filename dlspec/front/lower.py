@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+import sympy
+
 from ..core import dims as D
 from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path
 from ..core.expr import ExprError, evaluate, is_expression
@@ -69,6 +71,7 @@ class _Lowering:
     nodes: list[Node] = field(default_factory=list)
     producer: dict[str, str] = field(default_factory=dict)  # value name -> node name
     node_names: set[str] = field(default_factory=set)
+    copies: int = 0  # repeat copies lowered, bounded like nodes: copies of an empty block make no node
 
     def fail(self, message: str, loc: Loc | None, path: tuple = (), expected: str | None = None,
              hint: str | None = None, scope: _Scope | None = None) -> _Fail:
@@ -135,11 +138,17 @@ def _dim(raw, env: dict):
         if raw < 1:
             raise ExprError(f"dims must be positive, got {raw}")
         return raw
-    value = evaluate(str(raw), env, symbolic=True)
-    value = D.normalize(value)
+    value = _symbolic(evaluate(str(raw), env, symbolic=True), raw)
     if isinstance(value, float):
         raise ExprError(f"dim '{raw}' is not an integer ({value})")
     return value
+
+
+def _symbolic(value, raw):
+    """A dim's value: a number or an expression of symbolic dims, never a text variable's text."""
+    if not isinstance(value, (int, float, sympy.Basic)):
+        raise ExprError(f"dim '{raw}' is {type(value).__name__} {str(value)[:40]!r}, not a number")
+    return D.normalize(value)
 
 
 def _resolve_vars(low: _Lowering, variables: dict) -> dict:
@@ -222,6 +231,10 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
     repeated = "repeat" in item
     outs: tuple = inputs
     for r in range(repeat):
+        low.copies += 1
+        if len(low.nodes) > MAX_NODES or low.copies > MAX_NODES:
+            raise low.fail(f"the model expands to more than {MAX_NODES} nodes (repeat: {repeat})",
+                           scope.locate(path + ("repeat",)) or loc, path + ("repeat",), scope=scope)
         name = scope.prefix + local_id + (f".{r}" if repeated else "")
         if r and len(outs) != 1:
             raise low.fail(f"repeat needs a single output to chain, '{local_id}' has {len(outs)}", loc, path)
@@ -324,7 +337,7 @@ def _attr_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple
         out = []
         for i, v in enumerate(raw if isinstance(raw, list) else [raw]):
             try:
-                out.append(v if isinstance(v, int) else D.normalize(evaluate(str(v), scope.env, symbolic=True)))
+                out.append(v if isinstance(v, int) else _symbolic(evaluate(str(v), scope.env, symbolic=True), v))
             except ExprError as exc:
                 raise low.fail(str(exc), scope.locate(path + (i,)), path + (i,), scope=scope) from None
         return out

@@ -201,7 +201,8 @@ _DISPATCH = "dlspecOp"
 
 
 def _dispatch_op(validator, refs, instance, schema):
-    ref = refs.get(instance.get("op")) if isinstance(instance, dict) else None
+    op = instance.get("op") if isinstance(instance, dict) else None
+    ref = refs.get(op) if isinstance(op, str) else None  # any other type is reported by the node's own schema
     if ref is not None:
         yield from validator.descend(instance, {"$ref": ref})
 

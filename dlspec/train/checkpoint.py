@@ -10,6 +10,7 @@ old checkpoint or the new one, never half of one.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 import sys
@@ -19,32 +20,85 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from dlspec.core.budget import memory_limit
 from dlspec.core.errors import DlspecError, gist
 from dlspec.core.files import atomic_write_bytes
+from dlspec.core.reading import open_checked
 
-FORMAT = 1
+FORMAT = 2  # 2: sealed with checksums
+CHECKSUMS = "checksums"
+FIELDS = "<fields>"  # the checksum entry that covers every value that is not a tensor
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """Write a checkpoint or weights dict, sealed with the checksums every load checks."""
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save(seal(obj) if isinstance(obj, dict) else obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def seal(blob: dict) -> dict:
+    """`blob` with CHECKSUMS: the sha256 of every tensor by its path (`model.fc1.weight`), and of all the
+    other fields together, so a flipped byte anywhere is found when the file is read back."""
+    return {**{k: v for k, v in blob.items() if k != CHECKSUMS}, CHECKSUMS: checksums(blob)}
+
+
+def checksums(blob: dict) -> dict[str, str]:
+    tensors: dict[str, str] = {}
+    fields = _canonical({k: v for k, v in blob.items() if k != CHECKSUMS}, "", tensors)
+    return {**tensors, FIELDS: hashlib.sha256(fields.encode()).hexdigest()}
+
+
+def _canonical(value: Any, path: str, tensors: dict[str, str]) -> str:
+    """A text form of the non-tensor data (tensors stand in by their checksum, recorded in `tensors`)."""
+    if isinstance(value, torch.Tensor):
+        raw = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest = hashlib.sha256(f"{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(memoryview(raw))
+        tensors[path] = digest.hexdigest()
+        return f"<tensor {path}>"
+    if isinstance(value, dict):
+        items = sorted(((repr(k), v, f"{path}.{k}" if path else str(k)) for k, v in value.items()), key=lambda x: x[0])
+        return "{" + ",".join(f"{k}:{_canonical(v, p, tensors)}" for k, v, p in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_canonical(v, f"{path}.{i}", tensors) for i, v in enumerate(value)) + "]"
+    return repr(value)
+
+
 def load(path: Path, hint: str | None = None) -> dict:
-    """Read a checkpoint or weights file; only tensors and plain data are accepted. `hint` replaces the
-    generic hint of a file that cannot be read."""
+    """Read a checkpoint or weights file; only tensors and plain data are accepted, and a file dlspec wrote
+    (it has a `format`) must match its checksums. `hint` replaces the generic hint of a file that cannot be read."""
+    path = Path(path)
     if not path.is_file():
         raise DlspecError.single(f"no checkpoint at {path}", usage=True)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open_checked(path, memory_limit(), what="checkpoints") as handle:
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
+    except DlspecError:
+        raise
     except Exception as exc:  # pickle errors, truncated files, unsafe globals: all mean "not our file"
         raise DlspecError.single(f"cannot read checkpoint {path}: the file is damaged, truncated or not a "
                                  f"checkpoint ({gist(exc)})", hint=hint or "checkpoints are read with "
                                  "weights_only=True and must hold tensors and plain data") from None
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise DlspecError.single(f"{path} is not a dlspec checkpoint or weights file (no 'model' entry)")
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise DlspecError.single(f"{path} is not a dlspec checkpoint or weights file (no 'model' state dict)")
+    if "format" in obj:  # written by dlspec: sealed
+        _check_sealed(obj, path, hint)
     return obj
+
+
+def _check_sealed(obj: dict, path: Path, hint: str | None) -> None:
+    recorded = obj.get(CHECKSUMS)
+    if not isinstance(recorded, dict):
+        raise DlspecError.single(f"checkpoint {path} has no checksums: it was damaged, or written by a dlspec "
+                                 "older than its format", hint=hint)
+    actual = checksums(obj)
+    for name in sorted(set(actual) | set(recorded)):
+        if actual.get(name) != recorded.get(name):
+            what = "its fields (step, position, settings)" if name == FIELDS else f"tensor '{name}'"
+            raise DlspecError.single(f"checkpoint {path} is corrupted: {what} does not match the checksum written "
+                                     "with it", hint=hint or "the file was changed or damaged after it was written: "
+                                     "use another checkpoint")
 
 
 def versions() -> dict[str, str]:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from dlspec.core.args import bounded_int
 from dlspec.core.errors import DlspecError
 
 
@@ -16,16 +16,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a value by its dotted path, e.g. training.optimizer.lr=0.01 (repeatable)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="resume even though the model spec changed")
-    p.add_argument("--nproc", type=int, metavar="N", help="train with N processes on this machine (runs torchrun)")
+    p.add_argument("--nproc", type=bounded_int(1, 1024), metavar="N",
+                   help="train with N processes on this machine (runs torchrun)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"),
                    help="progress display (default: the spec's, else a bar on a terminal and lines otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from dlspec.train import distributed
-    if args.nproc is not None and args.nproc < 1:
-        raise DlspecError.single(f"--nproc {args.nproc}: need at least 1 process", usage=True)
     import dlspec
+    from dlspec.train import distributed
     from dlspec.train.loop import train
     spec_path, base_dir = _spec_source(args)
     spec = dlspec.load(spec_path, args.overrides)
@@ -41,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _spec_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The spec to load, and where its relative paths start (the original folder when resuming alone)."""
+    from dlspec.train.rundir import RunDir
     if args.resume is not None and args.out is not None:
         raise DlspecError.single("--resume continues the run in its own directory; drop --out", usage=True)
     if args.spec:
@@ -52,9 +52,12 @@ def _spec_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     if not saved.is_file():
         raise DlspecError.single(f"{args.resume} is not a run directory (no spec.yaml)", usage=True,
                                  hint="pass the directory `dlspec train` printed (its --out, or runs/NAME)")
-    record = args.resume / "run.json"
-    base = Path(json.loads(record.read_text())["base_dir"]) if record.is_file() else None
-    return saved, base
+    record = RunDir(args.resume).read_json("run.json", "the run record dlspec train writes") \
+        if (args.resume / "run.json").is_file() else {}
+    base = record.get("base_dir")
+    if base is not None and not isinstance(base, str):
+        raise DlspecError.single(f"{args.resume / 'run.json'}: base_dir is {str(base)[:40]!r}", expected="a folder path")
+    return saved, Path(base) if base else None
 
 
 def _argv_without_nproc(argv: list[str]) -> list[str]:

@@ -17,7 +17,9 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
+from dlspec.core.budget import memory_limit
 from dlspec.core.errors import DlspecError, did_you_mean
+from dlspec.core.reading import read_text
 from dlspec.train.config import Kinded, Locate
 
 _TARGET_NAMES = ("label", "labels", "target", "targets", "y")
@@ -247,11 +249,8 @@ def _pt(path: Path, dataset: Kinded, locate: Locate) -> TensorTable:
 
 
 def _read_text(path: Path, where: tuple, locate: Locate) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DlspecError.single(f"{path.name} is not UTF-8 text (byte {exc.start} cannot be decoded)",
-                                 locate(where), hint="convert the file to UTF-8") from None
+    # a data set is held in memory: a file past the memory this process can use is refused before it is read
+    return read_text(path, memory_limit(), what="data files", loc=locate(where))
 
 
 def _csv(path: Path, dataset: Kinded, locate: Locate) -> TensorTable:

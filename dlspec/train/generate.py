@@ -6,10 +6,10 @@ and vocab.json (the alphabet and context length the data set used).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from dlspec.core.errors import DlspecError
+from dlspec.core.args import SEED, bounded_int, finite_float
+from dlspec.core.errors import DlspecError, shorten
 
 _WEIGHTS = {"final": "weights.pt", "best": "checkpoints/best.pt", "last": "checkpoints/last.pt"}
 
@@ -17,10 +17,10 @@ _WEIGHTS = {"final": "weights.pt", "best": "checkpoints/best.pt", "last": "check
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN", help="a run directory written by `dlspec train`")
     p.add_argument("--prompt", default="", help="text to continue (default: a newline)")
-    p.add_argument("--tokens", type=int, default=200, help="characters to generate (default 200)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest characters only")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--tokens", type=bounded_int(0, 10**6), default=200, help="characters to generate (default 200)")
+    p.add_argument("--temperature", type=finite_float, default=0.8, help="sampling temperature (default 0.8)")
+    p.add_argument("--top-k", type=bounded_int(1, 2**31), default=None, help="sample among the k likeliest characters only")
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed (default 0)")
     p.add_argument("--weights", choices=tuple(_WEIGHTS), default="final", help="which weights (default final)")
 
 
@@ -37,14 +37,18 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
 
     import dlspec
     from dlspec.train import checkpoint
-    if tokens < 0 or temperature <= 0 or (top_k is not None and top_k < 1):
+    from dlspec.train.rundir import RunDir
+    if not 0 <= tokens <= 10**6 or not 0 < temperature < float("inf") or (top_k is not None and top_k < 1):
         raise DlspecError.single("need --tokens >= 0, --temperature > 0 and --top-k >= 1", usage=True)
     vocab_file = run_dir / "vocab.json"
     if not vocab_file.is_file():
         raise DlspecError.single(f"{run_dir} has no vocab.json: it is not a run of a text (character-level) model",
                                  usage=True, hint="train a spec whose data set has `kind: text` first")
-    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
-    chars, block = vocab["chars"], vocab["block"]
+    vocab = RunDir(run_dir).read_json("vocab.json", "{chars: the alphabet, block: the context length}")
+    chars, block = vocab.get("chars"), vocab.get("block")
+    if not isinstance(chars, str) or not chars or not isinstance(block, int) or isinstance(block, bool) or block < 1:
+        raise DlspecError.single(f"{vocab_file} is damaged: chars {shorten(repr(chars), 40)}, block "
+                                 f"{shorten(repr(block), 40)}", expected="chars: a non-empty string, block: an int >= 1")
     index = {ch: i for i, ch in enumerate(chars)}
     prompt = prompt or ("\n" if "\n" in index else chars[0])
     unknown = sorted(set(prompt) - set(index))
@@ -53,7 +57,13 @@ def generate(run_dir: Path, prompt: str = "", tokens: int = 200, *, temperature:
                                  hint=f"use characters of its training text (listed in {vocab_file})")
     spec = dlspec.load(run_dir / "spec.yaml")
     model = dlspec.build(spec)
-    model.load_state_dict(checkpoint.load(run_dir / _WEIGHTS[weights])["model"])
+    weights_file = run_dir / _WEIGHTS[weights]
+    try:
+        model.load_state_dict(checkpoint.load(weights_file)["model"])
+    except RuntimeError as exc:  # keys or shapes of another model
+        raise DlspecError.single(f"{weights_file} does not fit the model of {run_dir / 'spec.yaml'}: "
+                                 f"{str(exc).splitlines()[-1].strip()[:200]}",
+                                 hint="the run directory's files come from different runs") from None
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     ids = torch.tensor([[index[ch] for ch in prompt]], dtype=torch.int64)

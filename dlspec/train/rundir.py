@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from dlspec.core.errors import DlspecError
-from dlspec.core.files import atomic_write_text
+from dlspec.core.errors import DlspecError, shorten
+from dlspec.core.files import atomic_write_text, leftover_temporaries
+from dlspec.core.reading import read_text
 from dlspec.train import checkpoint
 
 
@@ -50,8 +51,16 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(data, indent=2) + "\n")
 
-    def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text(encoding="utf-8"))
+    def read_json(self, name: str, expected: str = "a JSON object") -> dict:
+        """A JSON object the run wrote; a damaged or edited one is an error naming the file."""
+        path = self.path / name
+        try:
+            value = json.loads(read_text(path, 64 * 2**20, what="run files"))
+        except (ValueError, RecursionError) as exc:
+            raise DlspecError.single(f"{path} is not valid JSON: {str(exc)[:100]}", expected=expected) from None
+        if not isinstance(value, dict):
+            raise DlspecError.single(f"{path} holds a {type(value).__name__}, not a JSON object", expected=expected)
+        return value
 
     def write_spec(self, document: dict) -> None:
         text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
@@ -80,6 +89,8 @@ def existing(path: Path) -> RunDir:
     if not run.last.is_file():
         raise DlspecError.single(f"{path} has no checkpoint to resume from ({run.last} is missing)", usage=True,
                                  hint="checkpoints are written every checkpoint.every_steps steps and after each epoch")
+    for leftover in leftover_temporaries(run.path) + leftover_temporaries(run.checkpoints):
+        leftover.unlink()  # a write killed before its rename: the file it was replacing is intact
     return run
 
 
@@ -90,9 +101,31 @@ def load_last(run: RunDir) -> dict:
             if steps else "nothing else to resume from: start the run again")
     state = checkpoint.load(run.last, hint=hint)
     if state.get("kind") != "checkpoint":
-        raise DlspecError.single(f"{run.last} holds {state.get('kind') or 'unknown'} data, not a training "
+        raise DlspecError.single(f"{run.last} holds {str(state.get('kind') or 'unknown')[:40]} data, not a training "
                                  "checkpoint (no optimizer, schedule or position)", hint=hint)
+    for field, ok, expected in _FIELDS:
+        if field not in state or not ok(state[field]):
+            raise DlspecError.single(f"{run.last}: field '{field}' is {shorten(repr(state.get(field)), 60)}",
+                                     expected=expected, hint=hint)
     return state
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
+
+
+# what a resume reads from last.pt, beyond the state dicts torch checks itself
+_FIELDS = (
+    ("step", _count, "a step count"),
+    ("position", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_count, v)), "[epoch, batch]"),
+    ("metrics_bytes", _count, "a size in bytes"),
+    ("optimizer", lambda v: isinstance(v, dict), "an optimizer state dict"),
+    ("schedule", lambda v: isinstance(v, dict), "a schedule state dict"),
+    ("scaler", lambda v: v is None or isinstance(v, dict), "a GradScaler state dict or None"),
+    ("tracker", lambda v: isinstance(v, dict) and set(v) <= {"best", "best_step", "stop_best", "stop_bad"},
+     "the best-metric tracker"),
+    ("rng", lambda v: isinstance(v, list) and bool(v) and all(isinstance(r, dict) for r in v), "one RNG state per process"),
+)
 
 
 def check_same_model(state: dict, spec: Any, force: bool) -> list[str]:
@@ -109,7 +142,15 @@ def check_same_model(state: dict, spec: Any, force: bool) -> list[str]:
 
 
 def cut_metrics(run: RunDir, size: int) -> None:
-    """Drop metrics.jsonl lines written after the checkpoint we resume from: they will be written again."""
-    if run.metrics.exists() and run.metrics.stat().st_size > size:
-        with run.metrics.open("r+b") as handle:
-            handle.truncate(size)
+    """Drop metrics.jsonl lines written after the checkpoint we resume from: they will be written again.
+
+    Only at the end of that checkpoint's own line: a size that lands anywhere else (a damaged or crafted
+    checkpoint, an edited file) leaves the file whole, since cutting there would lose lines for good."""
+    if not run.metrics.is_file() or run.metrics.stat().st_size <= size:
+        return
+    with run.metrics.open("r+b") as handle:
+        handle.seek(max(size - 4096, 0))
+        before = handle.read(size - max(size - 4096, 0))
+        if not before.endswith(b"\n") or b'"event": "checkpoint"' not in before.rsplit(b"\n", 2)[-2]:
+            return
+        handle.truncate(size)
