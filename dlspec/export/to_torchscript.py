@@ -33,16 +33,22 @@ class _SortedSet(set):
 
 @contextlib.contextmanager
 def _deterministic_scripting():
-    recursive = torch.jit._recursive
-    previous = vars(recursive).get("set")
+    """Script as a fresh process would. TorchScript names each new variant of a module class after the variants the
+    process has scripted before (`conv/___torch_mangle_13.Conv2d`) and orders constants by the string hash, so the
+    same model gave different files; a compilation unit and type store of our own, and sorted constants, give the
+    same bytes whatever ran before."""
+    state, recursive = torch.jit._state, torch.jit._recursive
+    saved = state._python_cu, recursive.concrete_type_store, vars(recursive).get("set")
+    state._python_cu, recursive.concrete_type_store = torch._C.CompilationUnit(), recursive.ConcreteTypeStore()
     recursive.set = _SortedSet  # shadows the builtin for that module only, while we script
     try:
         yield
     finally:
-        if previous is None:
+        state._python_cu, recursive.concrete_type_store = saved[:2]
+        if saved[2] is None:
             del recursive.set
         else:
-            recursive.set = previous
+            recursive.set = saved[2]
 
 
 def write(job, path: Path) -> tuple[str, str]:
