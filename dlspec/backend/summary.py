@@ -10,8 +10,6 @@ from ..core.ir import Graph
 from ..core.layers import REGISTRY
 from ..front.spec import Spec
 
-BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-
 
 def node_params(graph: Graph) -> dict[str, int]:
     """Unique parameters owned by each node (a tied parameter belongs to its target)."""
@@ -27,8 +25,7 @@ def summarize(spec: Spec) -> dict:
     graph = spec.graph
     counts = node_params(graph)
     sizes = spec.example_sizes()
-    batch = next((str(v.type.shape[0]) for v in graph.inputs if v.type.shape and not D.is_static(v.type.shape[0])), None)
-    per_example = {**sizes, **({batch: 1} if batch else {})}
+    per_example = {**sizes, **({spec.batch_dim: 1} if spec.batch_dim else {})}
     rows, total_macs = [], 0
     for node in graph.nodes:
         ins = [graph.types[v] for v in node.inputs]

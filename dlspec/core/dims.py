@@ -1,7 +1,6 @@
 """Dimension algebra for shape inference: ints, or sympy expressions of symbolic dims."""
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import sympy
@@ -57,15 +56,3 @@ def substitute(dim, sizes: dict[str, int]) -> int:
         raise ValueError(f"no size given for {sorted(str(s) for s in value.free_symbols)}")
     return int(value)
 
-
-def numel(shape: Iterable) -> int | sympy.Expr:
-    return product(shape)
-
-
-def fmt(dim) -> str:
-    return str(dim)
-
-
-def isqrt_exact(n: int) -> int | None:
-    r = math.isqrt(n)
-    return r if r * r == n else None

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.core.expr import ExprError, evaluate
+from dlspec.front.spec import per_example
 from dlspec.train import datasets
 from dlspec.train.config import DataConfig, Locate
 from dlspec.train.datasets import Table, TensorTable, TextTable
@@ -116,7 +117,7 @@ def check_field(spec: Any, table: Table, field: str, tensor: Any, where: tuple) 
     problems: list[Problem] = []
     loc = spec.locate(where)
     shape, dtype = table.example_shape(field), table.dtype(field)
-    declared = tuple(tensor.shape[1:])
+    declared = per_example(tensor.shape)
     if not _shape_fits(declared, shape, spec.dims):
         problems.append(Problem(f"data field '{field}' has examples of shape {list(shape)}, but input '{tensor.name}' "
                                 f"is declared {list(tensor.shape)}", loc, format_path(where),

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
+from dlspec.front.spec import per_example
 from dlspec.train.config import Kinded
 from dlspec.train.datasets import Table
 
@@ -78,7 +79,7 @@ def _check_target(term: Kinded, tensor: Any, table: Table, target: str, spec: An
     # The target's own line if the spec names it, else the data set the labels come from.
     loc = spec.locate(where if "target" in term.options else source)
     shape, dtype = table.example_shape(target), table.dtype(target)
-    out_example = tuple(tensor.shape[1:])
+    out_example = per_example(tensor.shape)
     if term.kind in CLASSIFICATION:
         n = classes(tensor)
         if dtype.is_floating_point:
