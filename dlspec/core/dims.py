@@ -7,6 +7,14 @@ import sympy
 
 from .expr import floordiv
 
+# Every input and output is batched along its first dim: the one place that says so.
+BATCH_AXIS = 0
+
+
+def per_example(shape: tuple) -> tuple:
+    """A batched shape without its batch dim: the shape of one example."""
+    return tuple(shape[BATCH_AXIS + 1:])
+
 
 def is_static(dim) -> bool:
     return isinstance(dim, int) or (isinstance(dim, sympy.Integer))

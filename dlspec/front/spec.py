@@ -21,14 +21,6 @@ from .lower import lower
 from .schema import validate_document
 from .shapes import infer_shapes
 
-# Every input and output is batched along its first dim: the one place that says so.
-BATCH_AXIS = 0
-
-
-def per_example(shape: tuple) -> tuple:
-    """A batched shape without its batch dim: the shape of one example."""
-    return tuple(shape[BATCH_AXIS + 1:])
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -97,8 +89,8 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                        hint=did_you_mean(name, sorted(used))) for name in declared if name not in used]
     if unknown:
         raise DlspecError(unknown)
-    batch = next((dim_str(v.type.shape[BATCH_AXIS]) for v in graph.inputs
-                  if v.type.rank > BATCH_AXIS and not D.is_static(v.type.shape[BATCH_AXIS])), None)
+    batch = next((dim_str(v.type.shape[D.BATCH_AXIS]) for v in graph.inputs
+                  if v.type.rank > D.BATCH_AXIS and not D.is_static(v.type.shape[D.BATCH_AXIS])), None)
     dims, problems = {}, []
     for v in graph.inputs:
         for d in v.type.shape:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -48,13 +47,8 @@ def _spec_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     if args.resume is None:
         raise DlspecError.single("dlspec train needs a SPEC (or --resume DIR)", usage=True,
                                  hint="dlspec train specs/digits-cnn.yaml")
-    saved = args.resume / "spec.yaml"
-    if not saved.is_file():
-        raise DlspecError.single(f"{args.resume} is not a run directory (no spec.yaml)", usage=True,
-                                 hint="pass the directory `dlspec train` printed (its --out, or runs/NAME)")
-    record = args.resume / "run.json"
-    base = Path(json.loads(record.read_text())["base_dir"]) if record.is_file() else None
-    return saved, base
+    from dlspec.train import rundir
+    return rundir.spec_of(args.resume)
 
 
 def _argv_without_nproc(argv: list[str]) -> list[str]:
