@@ -92,16 +92,22 @@ def test_bundled_and_synthetic_data_sets(tmp_path, case):
         assert summary["val_rmse"] < events(run, "eval")[0]["val_rmse"]
 
 
+def _dataset(doc: dict, seed: int = 0):
+    from dlspec.train.datasets import DATA_KINDS, Source, load
+    return load(DATA_KINDS.parse(doc, ("training", "data", "dataset"), _no_problem), Source(Path("."), seed, lambda _: None))
+
+
+def _no_problem(*problem):
+    raise AssertionError(problem)
+
+
 def test_synthetic_generators_are_deterministic():
-    from dlspec.train.config import Kinded
-    from dlspec.train.datasets import load as load_dataset
     for kind, options in [("synthetic_classification", {"samples": 50}), ("synthetic_regression", {"samples": 50}),
                           ("synthetic_tokens", {"samples": 50, "task": "sort"})]:
-        a, b, c = (load_dataset(Kinded(kind, {**options, **extra}, ("training", "data", "dataset")), Path("."),
-                                seed, lambda _: None) for extra, seed in [({}, 0), ({}, 0), ({"seed": 5}, 0)])
+        a, b, c = (_dataset({"kind": kind, **options, **extra}) for extra in [{}, {}, {"seed": 5}])
         assert all(torch.equal(a.fields[k], b.fields[k]) for k in a.fields)
         assert not torch.equal(a.fields[a.input_field], c.fields[c.input_field])
-    tokens = load_dataset(Kinded("synthetic_tokens", {"samples": 20, "task": "sort"}, ()), Path("."), 0, lambda _: None)
+    tokens = _dataset({"kind": "synthetic_tokens", "samples": 20, "task": "sort"})
     assert torch.equal(tokens.fields["targets"], tokens.fields["tokens"].sort(dim=1).values)
 
 
@@ -216,8 +222,13 @@ def test_augmentations_on_real_batches():
     x = torch.rand(64, 1, 6, 6, generator=g) + 1  # no zeros inside, so padding shows
     batch = {"image": x, "label": torch.zeros(64, dtype=torch.int64)}
 
+    def augmented(ops, seed=1):
+        parsed = [augment.AUGMENTATIONS.parse(op, ("augment", i), _no_problem) for i, op in enumerate(ops)]
+        built = augment.build(parsed, {"image": (1, 6, 6), "label": ()}, "image", lambda _: None)
+        return augment.apply(batch, built, torch.Generator().manual_seed(seed))
+
     def run(ops, seed=1):
-        return augment.apply(batch, ops, "image", torch.Generator().manual_seed(seed))["image"]
+        return augmented(ops, seed)["image"]
 
     assert torch.equal(run([{"op": "random_flip", "p": 1.0}]), x.flip(-1))
     assert torch.equal(run([{"op": "random_flip", "p": 1.0, "dim": 1}]), x.flip(2))
@@ -236,7 +247,7 @@ def test_augmentations_on_real_batches():
         shifts.append(found[0])
     assert len(set(shifts)) > 4
     # noise: Gaussian with the given std, the labels untouched
-    noisy = augment.apply(batch, [{"op": "noise", "std": 0.5}], "image", torch.Generator().manual_seed(1))
+    noisy = augmented([{"op": "noise", "std": 0.5}])
     assert abs((noisy["image"] - x).std().item() - 0.5) < 0.03 and noisy["label"] is batch["label"]
     # the same seed draws the same augmentation: what makes a resumed run see the same batches
     ops = [{"op": "random_flip"}, {"op": "random_crop", "padding": 2}, {"op": "noise", "std": 0.1}]

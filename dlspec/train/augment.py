@@ -91,7 +91,8 @@ def build(augment: Sequence[Kinded], fields: Mapping[str, tuple[int, ...]], defa
                                      locate(aug.path + ("field",)), expected="one of " + ", ".join(fields))
         wrong = aug.definition.fits(aug, fields[name])
         if wrong:
-            raise DlspecError.single(f"{wrong} (field '{name}')", locate(aug.path))
+            raise DlspecError.single(f"{wrong} (field '{name}')", locate(aug.path),
+                                     hint="name the field it is for with `field:`, or drop this augmentation")
         built.append(Augmentation(name, aug.definition.build(aug)))
     return tuple(built)
 

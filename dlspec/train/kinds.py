@@ -142,7 +142,7 @@ class Registry:
         allowed = {o.name: o for o in self.common + kind.options}
         for key in doc:
             if key != self.key and key not in allowed:
-                owners = self.owners(key)
+                owners = sorted(self.owners(key))
                 report(path + (key,), f"'{key}' is not an option of {self.family} {self.key} '{kind.name}'",
                        f"one of {', '.join(sorted(allowed))}" if allowed else "no options",
                        f"'{key}' belongs to {', '.join(owners)}" if owners else did_you_mean(key, sorted(allowed)))
