@@ -34,6 +34,9 @@ class Source:
 class DataKind(Kind):
     fields: str = ""  # the fields it gives, for the docs
 
+    def described(self) -> str:
+        return f"{self.doc} Fields: {self.fields}."
+
 
 DATA_KINDS = Registry("data set", "Data set: bundled, synthetic, or read from a file.")
 

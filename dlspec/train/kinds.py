@@ -56,10 +56,10 @@ class Option:
     def described(self) -> str:
         """The doc with its default, as the schema's hover text and the docs show it."""
         if self.required:
-            return f"{self.doc} (required)"
+            return f"{self.doc.rstrip('.')} (required)."
         if self.default is not None:
-            return f"{self.doc} (default {_show(self.default)})"
-        return f"{self.doc} (default: {self.default_doc})" if self.default_doc else self.doc
+            return f"{self.doc.rstrip('.')} (default {_show(self.default)})."
+        return f"{self.doc.rstrip('.')} (default: {self.default_doc})." if self.default_doc else self.doc
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,10 @@ class Kind:
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
+
+    def described(self) -> str:
+        """The doc as the reference table shows it."""
+        return self.doc
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,7 @@ class Registry:
         rows = [f"| `{self.key}` | what it is | options |", "|---|---|---|"]
         for kind in self:
             options = "<br>".join(f"`{o.name}`: {o.described()}" for o in kind.options) or ""
-            rows.append(f"| `{kind.name}` | {kind.doc} | {options} |")
+            rows.append(f"| `{kind.name}` | {kind.described()} | {options} |")
         if self.common:
             rows += ["", f"Every {self.family} also takes:", "",
                      *(f"- `{o.name}`: {o.described()}" for o in self.common)]

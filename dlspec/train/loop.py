@@ -31,6 +31,7 @@ from dlspec.core.errors import DlspecError
 from dlspec.train import augment, checkpoint, config, distributed, losses, metrics, progress
 from dlspec.train import data as D
 from dlspec.train import device as devices
+from dlspec.train.saver import Saver
 from dlspec.train.schedules import Schedule
 from dlspec.train.setup import Setup, prepare
 
@@ -94,6 +95,7 @@ class Trainer:
         self.reporter = progress.Reporter(self.run.metrics if self.world.main else None, s.total_steps, self.state.step,
                                           progress_mode, self.run.tensorboard if self.cfg.tensorboard else None,
                                           s.spec.locate)
+        self.saver = Saver(self.reporter)
         self.first_step, self.started = self.state.step, time.perf_counter()
         self.saved_at = self.state.step if s.saved else -1  # a resume starts at a good checkpoint
         self.evaluated_at, self.stop_reason, self.val, self.train_loss = -1, None, {}, float("nan")
@@ -107,9 +109,12 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         self._announce()
         self.s.net.train()
-        while self.state.step < self.s.total_steps and self.stop_reason is None:
-            self._epoch()
-        return self._finish()
+        try:
+            while self.state.step < self.s.total_steps and self.stop_reason is None:
+                self._epoch()
+            return self._finish()
+        finally:
+            self.saver.pool.shutdown()  # a run that fails still finishes the checkpoint it was writing
 
     def _epoch(self) -> None:
         st, cfg = self.state, self.cfg
@@ -204,6 +209,7 @@ class Trainer:
     def _read(self) -> tuple[float, float]:
         """Read what the device holds for the window (one sync): its loss sum and last grad norm; stop, or
         report the skipped steps, where the guard fired."""
+        self.saver.drain()  # first: the events of checkpoints now on disk
         w = self.window
         if w.steps == 0:
             return 0.0, float("nan")
@@ -275,31 +281,29 @@ class Trainer:
                     self.stop_reason = f"early stopping ({es['metric']} did not improve for {st.stop_bad} evaluations)"
 
     def _checkpoint(self, step_file: bool) -> None:
-        """Every rank takes part (FSDP gathers); rank 0 writes; all ranks wait until it is on disk."""
+        """Every rank takes part (FSDP gathers); rank 0 snapshots it for the writer thread."""
         self._read()
         s, st = self.s, self.state
         model_state, optimizer_state = distributed.full_state(s.model, s.optimizer)
         rngs = distributed.gather(checkpoint.rng_state(), self.world)
         if self.world.main:
             event = {"event": "checkpoint", "step": st.step, "epoch": st.epoch, "batch": st.batch}
-            line = self.reporter.line(event)
+            line = self.reporter.line(event)  # the next line of the log, once the file is on disk (Saver)
             blob = {"format": checkpoint.FORMAT, "kind": "checkpoint", "model": model_state, "optimizer": optimizer_state,
                     "schedule": self.schedule.state_dict(), "scaler": s.scaler.state_dict() if s.scaler.is_enabled()
                     else None, "rng": rngs, "state": asdict(st), "step": st.step, **s.provenance,
                     "metrics_bytes": self.reporter.offset() + len(line.encode())}
-            checkpoint.save_atomic(blob, self.run.last)
-            if step_file:
-                checkpoint.save_atomic(blob, self.run.step_file(st.step))
-                self.run.prune_steps(self.cfg.checkpoint_keep)
-            self.reporter.event(event, line)  # after the file exists: the log never claims a checkpoint it lacks
+            keep = self.cfg.checkpoint_keep
+            self.saver.save(blob, [self.run.last] + ([self.run.step_file(st.step)] if step_file else []), event, line,
+                            then=(lambda: self.run.prune_steps(keep)) if step_file else None)
         distributed.barrier(self.world)
         self.saved_at = st.step
 
     def _save_weights(self, path: Path, extra: dict) -> None:
         model_state, _ = distributed.full_state(self.s.model, self.s.optimizer)
         if self.world.main:
-            checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "weights", "model": model_state,
-                                    "step": self.state.step, **self.s.provenance, **extra}, path)
+            self.saver.save({"format": checkpoint.FORMAT, "kind": "weights", "model": model_state,
+                             "step": self.state.step, **self.s.provenance, **extra}, [path])
         distributed.barrier(self.world)
 
     def _finish(self) -> dict[str, Any]:
@@ -313,6 +317,7 @@ class Trainer:
         if self.saved_at != st.step:
             self._checkpoint(step_file=False)
         self._save_weights(self.run.weights, {})
+        self.saver.drain()
         done = st.step - self.first_step
         summary = {"spec": s.spec.name, "run": str(self.run.path), "device": str(self.device), "processes": self.world.size,
                    "threads": s.threads[0], "parameters": s.n_params, "steps": st.step,

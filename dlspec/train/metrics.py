@@ -31,7 +31,7 @@ class MetricKind(Kind):
     finish: Callable[[float], float] = lambda mean: mean
 
 
-METRICS = Registry("metric", "Validation metric.")
+METRICS = Registry("metric", "Validation metric.", key="name")
 
 
 def _loss(k: int | None) -> Part:

@@ -116,7 +116,7 @@ def weights_path(path: Path, which: str | None = None, loc: Loc | None = None) -
     folder): `which` of them, else the first of WEIGHTS_ORDER that exists. `loc` locates the error."""
     if not path.is_dir():
         if not path.is_file():
-            raise DlspecError.single(f"no checkpoint at {path}", loc, usage=loc is None,
+            raise DlspecError.single(f"checkpoint {path} does not exist", loc, usage=loc is None,
                                      hint="give a weights.pt, a checkpoint .pt, or a run directory")
         return path
     run = RunDir(path.parent if path.name == "checkpoints" and not (path / "checkpoints").is_dir() else path)
