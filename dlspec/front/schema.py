@@ -18,7 +18,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from ..core.errors import DlspecError, Problem, did_you_mean, format_path
 from ..core.layers import DTYPES, REGISTRY, Attr
 from ..export.schema import EXPORT_SCHEMA
-from ..train.schema import TRAINING_SCHEMA
+from ..train.schema import training_schema
 from .document import Document
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "dlspec.schema.json"
@@ -190,7 +190,7 @@ def build_schema(dispatch: bool = False) -> dict:
                         "description": "Block libraries to include, relative to this file."},
             "blocks": {"type": "object", "propertyNames": {"pattern": IDENT}, "additionalProperties": {"$ref": "#/$defs/block"}},
             "model": {"$ref": "#/$defs/model"},
-            "training": TRAINING_SCHEMA,
+            "training": training_schema(),
             "export": EXPORT_SCHEMA,
         },
         "$defs": defs,
