@@ -115,9 +115,8 @@ def test_main_job_digits_cnn_reaches_97_percent(tmp_path):
     assert final_eval["step"] == summary["steps"] and final_eval["val_accuracy"] == summary["val_accuracy"]
     # not a terminal: plain progress lines and the summary table, no bar redraws
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"training digits-cnn: 29,258 parameters on {summary['device']}, 1 thread (training.threads), "
-                               "1438 train / 359 "
-                               "validation")
+    assert lines[0].startswith(f"training digits-cnn: 29,258 parameters on {summary['device']}, 1 thread (a small model: "
+                               "0.23 GFLOP a step), 1438 train / 359 validation")
     assert any(line.startswith("step 50  loss ") and " lr " in line and " eta " in line for line in lines)
     assert "\r" not in done.stdout + done.stderr
     assert any(line.startswith("val accuracy") for line in lines) and lines[-1].startswith("---")

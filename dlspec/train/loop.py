@@ -338,13 +338,12 @@ class Trainer:
         return summary
 
     def _announce(self) -> None:
-        """The start (or resume) event and line, and the run directory's record of what this run is."""
+        """The start (or resume) event and lines, and the run directory's record of what this run is."""
         s, st, w = self.s, self.state, self.world
         if w.main:
             s.write_record()
-        resuming = s.saved is not None
         n_val = len(s.data.val) if s.data.val is not None else 0
-        self.reporter.event({"event": "resume" if resuming else "start", "step": st.step, "spec": s.spec.name,
+        self.reporter.event({"event": "resume" if s.saved else "start", "step": st.step, "spec": s.spec.name,
                              "spec_hash": s.spec.spec_hash, "device": str(self.device), "processes": w.size,
                              "strategy": w.strategy, "threads": s.threads[0], "parameters": s.n_params,
                              "trainable_parameters": sum(p.numel() for p in s.params),
@@ -352,10 +351,11 @@ class Trainer:
                              "total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                              **({"model_changes": s.model_changes} if s.model_changes else {}),
                              **({"changes": s.changes, "schedule": s.schedule_note} if s.changes else {})})
-        self.reporter.say(f"{'resuming' if resuming else 'training'} {s.spec.name}: {s.n_params:,} parameters on "
-                          f"{self.device}{f' x {w.size} processes ({w.strategy})' if w.size > 1 else ''}, "
-                          f"{s.threads[0]} thread{'s' if s.threads[0] > 1 else ''} ({s.threads[1]}), "
-                          f"{len(s.data.train)} train / {n_val} validation examples, {s.total_steps} steps -> {self.run.path}")
+        processes = f" x {w.size} processes ({w.strategy})" if w.size > 1 else ""
+        threads = f"{s.threads[0]} thread{'s' * (s.threads[0] != 1)} ({s.threads[1]})"
+        self.reporter.say(f"{'resuming' if s.saved else 'training'} {s.spec.name}: {s.n_params:,} parameters on "
+                          f"{self.device}{processes}, {threads}, {len(s.data.train)} train / {n_val} validation "
+                          f"examples, {s.total_steps} step{'s' * (s.total_steps != 1)} -> {self.run.path}")
         for change in s.changes or ():
             self.reporter.say(f"  {change['key']}: {change['from']!r} -> {change['to']!r} from step {st.step}")
         if s.init_report is not None:
