@@ -110,23 +110,9 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
     has_validation = data.validation_fraction > 0 or data.validation_dataset is not None
     metrics = tuple(evaluation.get("metrics") or _default_metrics(losses[0]))
     logged = tuple(f"val_{m}" for m in metrics) if has_validation else ()
-
-    def check_metric(path: tuple, name: str) -> None:
-        if name not in logged:
-            problem(path, f"metric '{name}' is not logged by this run",
-                    f"one of {', '.join(logged)}" if logged else "a validation split (data.validation)",
-                    did_you_mean(name, logged) or "list it in training.evaluation.metrics")
-
-    early = t.get("early_stopping")
-    if early is not None:
-        check_metric(root + ("early_stopping", "metric"), early["metric"])
     ckpt = t.get("checkpoint", {})
+    _check_metrics(t, scheduler, logged, problem)
     best_metric = ckpt.get("best_metric", "val_loss" if has_validation else None)
-    if "best_metric" in ckpt:
-        check_metric(root + ("checkpoint", "best_metric"), ckpt["best_metric"])
-    if scheduler is not None and scheduler.definition.interval == "eval":
-        check_metric(root + ("scheduler", "metric"), scheduler["metric"])
-
     clip = t.get("grad_clip", {})
     if len(clip) > 1:
         problem(root + ("grad_clip",), "grad_clip takes one of `norm` or `value`, not both")
@@ -144,7 +130,8 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
         optimizer=optimizer, scheduler=scheduler,
         clip_norm=clip.get("norm"), clip_value=clip.get("value"), accumulate=t.get("accumulate", 1),
         nan_guard=t.get("nan_guard", "stop"), eval_every_steps=evaluation.get("every_steps"), metrics=metrics,
-        eval_output=evaluation.get("output"), eval_target=evaluation.get("target"), early_stopping=early,
+        eval_output=evaluation.get("output"), eval_target=evaluation.get("target"),
+        early_stopping=t.get("early_stopping"),
         checkpoint_every=ckpt.get("every_steps"), checkpoint_keep=ckpt.get("keep"), best_metric=best_metric,
         best_mode=ckpt.get("best_mode") or metric_mode(best_metric or "loss"),
         log_every=logging.get("every_steps", 50), progress=logging.get("progress", "auto"),
@@ -154,6 +141,19 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
         strategy=dist.get("strategy"), backend=dist.get("backend", "auto"), timeout_s=dist.get("timeout_s", 300),
         logged_metrics=logged,
     )
+
+
+def _check_metrics(t: Mapping[str, Any], scheduler: Kinded | None, logged: tuple[str, ...], problem: Report) -> None:
+    """Early stopping, best.pt and a plateau schedule each watch a metric: one the run logs."""
+    watched = [(("early_stopping", "metric"), t.get("early_stopping", {}).get("metric")),
+               (("checkpoint", "best_metric"), t.get("checkpoint", {}).get("best_metric")),
+               (("scheduler", "metric"), scheduler["metric"] if scheduler and scheduler.definition.interval == "eval"
+                else None)]
+    for path, name in watched:
+        if name is not None and name not in logged:
+            problem(("training",) + path, f"metric '{name}' is not logged by this run",
+                    f"one of {', '.join(logged)}" if logged else "a validation split (data.validation)",
+                    did_you_mean(name, logged) or "list it in training.evaluation.metrics")
 
 
 def _data(doc: Mapping[str, Any], path: tuple, problem: Report) -> DataConfig:

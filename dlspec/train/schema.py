@@ -68,17 +68,90 @@ NORMALIZE = {"description": "Per field: `standard` (mean/std of the training spl
                  }, ["mean", "std"])]}
 
 
+_RUN = {  # how the run is computed
+    "seed": _int("Seed of every random generator: one seed makes a run reproducible (default 0)."),
+    "deterministic": _bool("Use deterministic algorithms only (slower on GPU; errors on ops without one)."),
+    "threads": _int("CPU threads for one process's tensor ops (default: 1 for a small model, else the cores "
+                    "this process may use, shared among the processes on the machine).", 1),
+    "device": {"type": "string", "pattern": r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
+               "description": "auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N."},
+    "precision": _str("fp32, bf16 or fp16 (autocast; fp16 uses a gradient scaler).", ["fp32", "bf16", "fp16"]),
+    "compile": {"description": "torch.compile the model: true, or {backend, mode}.", "anyOf": [
+        {"type": "boolean"},
+        _obj("torch.compile options.", {"backend": _str("Compiler backend (default inductor)."),
+                                        "mode": _str("Compile mode.", ["default", "reduce-overhead",
+                                                                       "max-autotune"])})]},
+    "epochs": _int("Passes over the training set.", 1),
+    "max_steps": _int("Stop after this many optimizer steps (wins over epochs when both are set).", 1),
+}
+_STABILITY = {
+    "grad_clip": _obj("Gradient clipping before each optimizer step.", {
+        "norm": _num("Clip the total gradient norm to this value.", 0),
+        "value": _num("Clip every gradient element to [-value, value].", 0)}),
+    "accumulate": _int("Micro-batches whose gradients add up to one optimizer step (default 1).", 1),
+    "nan_guard": _str("On a NaN/Inf loss or gradient: stop (keeping the last good checkpoint), skip the step, or "
+                      "off. Checked on the device at every step; read at log, evaluation and checkpoint steps.",
+                      ["stop", "skip", "off"]),
+}
+_REPORTING = {  # what the run reports and keeps, how it starts and where
+    "early_stopping": _obj("Stop when a validation metric stops improving.", {
+        "metric": _str("Logged metric name, e.g. val_loss or val_accuracy."),
+        "patience": _int("Evaluations without improvement before stopping.", 1),
+        "min_delta": _num("Smallest change that counts as improvement.", 0),
+        "mode": _str("min or max (default: from the metric).", ["min", "max"]),
+    }, ["metric"]),
+    "checkpoint": _obj("Checkpoints under RUN/checkpoints/.", {
+        "every_steps": _int("Also keep a checkpoint every this many optimizer steps (step-N.pt).", 1),
+        "keep": _int("How many step-N.pt to keep (default: all)."),
+        "best_metric": _str("Keep best.pt by this logged metric (default: val_loss when there is validation)."),
+        "best_mode": _str("min or max (default: from the metric).", ["min", "max"]),
+    }),
+    "logging": _obj("What a run reports.", {
+        "every_steps": _int("Log training loss, lr, grad norm and throughput every this many steps.", 1),
+        "progress": _str("auto: a progress bar on a terminal, plain lines otherwise.", ["auto", "bar", "lines",
+                                                                                       "off"]),
+        "tensorboard": _bool("Also write TensorBoard event files to RUN/tensorboard (needs the tensorboard "
+                             "package)."),
+        "peak_tflops": _num("The device's peak dense TFLOP/s at the run's precision, for model FLOPs utilisation "
+                            "(default: known for common GPUs; MFU is not reported where it is unknown).", 0),
+    }),
+    "init_from": _obj("Initialise the model from a checkpoint before training (transfer learning).", {
+        "checkpoint": _str("A .pt checkpoint, weights file or run directory, relative to the spec file."),
+        "include": _strings("Only parameter names matching one of these patterns (default: all)."),
+        "exclude": _strings("Skip parameter names matching these patterns."),
+    }, ["checkpoint"]),
+    "freeze": _strings("Parameter-name patterns to freeze (requires_grad false)."),
+    "unfreeze": _strings("Parameter-name patterns to make trainable again, applied after freeze."),
+    "distributed": _obj("Multi-process training under torchrun.", {
+        "strategy": _str("ddp (replicated model) or fsdp (sharded with fully_shard).", ["ddp", "fsdp"]),
+        "backend": _str("auto: nccl on CUDA, gloo on CPU.", ["auto", "gloo", "nccl"]),
+        "timeout_s": _int("Seconds a collective may wait for a peer before the run stops with an error.", 1),
+    }),
+}
+
+
 def training_schema() -> dict[str, Any]:
-    """The `training:` fragment, as the registries define their kinds today."""
-    DATASET = DATA_KINDS.schema("Where the examples come from; options depend on `kind`.")
+    """The `training:` fragment, with the kinds the registries define when it is asked for."""
+    loss = LOSSES.schema("One loss term; the total loss is the sum of the terms times their `scale`. Classes are "
+                         "on the last dim of an output, so [B, T, V] logits give token-level cross-entropy.")
+    return _obj("How `dlspec train` trains the model.", {
+        **_RUN, "data": _data(),
+        "loss": {"description": "A loss term or a list of them.",
+                 "anyOf": [loss, {"type": "array", "items": loss, "minItems": 1}]},
+        "optimizer": OPTIMIZERS.schema("Optimizer; options depend on `kind`."),
+        "scheduler": SCHEDULES.schema("Learning-rate schedule; options depend on `kind`."),
+        **_STABILITY, "evaluation": _evaluation(), **_REPORTING,
+    })
 
-    AUGMENT = AUGMENTATIONS.schema("One augmentation, applied to training batches only.")
 
-    DATA = _obj("Training data: the data set, how it maps to the model, and how it is batched.", {
-        "dataset": DATASET,
+def _data() -> dict[str, Any]:
+    dataset = DATA_KINDS.schema("Where the examples come from; options depend on `kind`.")
+    augment = AUGMENTATIONS.schema("One augmentation, applied to training batches only.")
+    return _obj("Training data: the data set, how it maps to the model, and how it is batched.", {
+        "dataset": dataset,
         "validation": _obj("Validation split: a fraction of the data set, or another data set.", {
             "fraction": _num("Fraction held out for validation (0 disables validation).", 0),
-            "dataset": DATASET,
+            "dataset": dataset,
         }),
         "inputs": {"type": "object", "additionalProperties": {"type": "string"},
                    "description": "Model input name -> data field (default: the field of the same name, or the data "
@@ -91,81 +164,16 @@ def training_schema() -> dict[str, Any]:
         "pin_memory": _bool("Pin batches in page-locked memory for faster host-to-GPU copies."),
         "normalize": {"type": "object", "additionalProperties": NORMALIZE,
                       "description": "Field -> normalisation applied to every split."},
-        "augment": {"type": "array", "items": AUGMENT, "description": "Augmentations of training batches, in order."},
+        "augment": {"type": "array", "items": augment, "description": "Augmentations of training batches, in order."},
     }, ["dataset"])
 
-    LOSS = LOSSES.schema("One loss term; the total loss is the sum of the terms times their `scale`. Classes are on "
-                         "the last dim of an output, so [B, T, V] logits give token-level cross-entropy.")
-    OPTIMIZER = OPTIMIZERS.schema("Optimizer; options depend on `kind`.")
-    SCHEDULER = SCHEDULES.schema("Learning-rate schedule; options depend on `kind`.")
-    METRIC = {"type": "string", "pattern": metric_pattern(),
-              "description": "A validation metric: " + ", ".join(k.name for k in METRICS) + "."}
 
-    return _obj("How `dlspec train` trains the model.", {
-        "seed": _int("Seed of every random generator: one seed makes a run reproducible (default 0)."),
-        "deterministic": _bool("Use deterministic algorithms only (slower on GPU; errors on ops without one)."),
-        "threads": _int("CPU threads for one process's tensor ops (default: 1 for a small model, else the cores "
-                        "this process may use, shared among the processes on the machine).", 1),
-        "device": {"type": "string", "pattern": r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
-                   "description": "auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N."},
-        "precision": _str("fp32, bf16 or fp16 (autocast; fp16 uses a gradient scaler).", ["fp32", "bf16", "fp16"]),
-        "compile": {"description": "torch.compile the model: true, or {backend, mode}.", "anyOf": [
-            {"type": "boolean"},
-            _obj("torch.compile options.", {"backend": _str("Compiler backend (default inductor)."),
-                                            "mode": _str("Compile mode.", ["default", "reduce-overhead",
-                                                                           "max-autotune"])})]},
-        "epochs": _int("Passes over the training set.", 1),
-        "max_steps": _int("Stop after this many optimizer steps (wins over epochs when both are set).", 1),
-        "data": DATA,
-        "loss": {"description": "A loss term or a list of them.", "anyOf": [LOSS, {"type": "array", "items": LOSS,
-                                                                                   "minItems": 1}]},
-        "optimizer": OPTIMIZER,
-        "scheduler": SCHEDULER,
-        "grad_clip": _obj("Gradient clipping before each optimizer step.", {
-            "norm": _num("Clip the total gradient norm to this value.", 0),
-            "value": _num("Clip every gradient element to [-value, value].", 0)}),
-        "accumulate": _int("Micro-batches whose gradients add up to one optimizer step (default 1).", 1),
-        "nan_guard": _str("On a NaN/Inf loss or gradient: stop (keeping the last good checkpoint), skip the step, or "
-                          "off. Checked on the device; the host reads it at log and checkpoint steps.",
-                          ["stop", "skip", "off"]),
-        "evaluation": _obj("Validation.", {
-            "every_steps": _int("Evaluate every this many optimizer steps (default: after each epoch).", 1),
-            "metrics": {"type": "array", "items": METRIC,
-                        "description": "loss, accuracy, topK_accuracy (e.g. top5_accuracy), mae, rmse, perplexity."},
-            "output": _str("Output the metrics read (default: the first loss term's output)."),
-            "target": _str("Field the metrics compare with (default: the first loss term's target)."),
-        }),
-        "early_stopping": _obj("Stop when a validation metric stops improving.", {
-            "metric": _str("Logged metric name, e.g. val_loss or val_accuracy."),
-            "patience": _int("Evaluations without improvement before stopping.", 1),
-            "min_delta": _num("Smallest change that counts as improvement.", 0),
-            "mode": _str("min or max (default: from the metric).", ["min", "max"]),
-        }, ["metric"]),
-        "checkpoint": _obj("Checkpoints under RUN/checkpoints/.", {
-            "every_steps": _int("Also keep a checkpoint every this many optimizer steps (step-N.pt).", 1),
-            "keep": _int("How many step-N.pt to keep (default: all)."),
-            "best_metric": _str("Keep best.pt by this logged metric (default: val_loss when there is validation)."),
-            "best_mode": _str("min or max (default: from the metric).", ["min", "max"]),
-        }),
-        "logging": _obj("What a run reports.", {
-            "every_steps": _int("Log training loss, lr, grad norm and throughput every this many steps.", 1),
-            "progress": _str("auto: a progress bar on a terminal, plain lines otherwise.", ["auto", "bar", "lines",
-                                                                                           "off"]),
-            "tensorboard": _bool("Also write TensorBoard event files to RUN/tensorboard (needs the tensorboard "
-                                 "package)."),
-            "peak_tflops": _num("The device's peak dense TFLOP/s at the run's precision, for model FLOPs utilisation "
-                                "(default: known for common GPUs; MFU is not reported where it is unknown).", 0),
-        }),
-        "init_from": _obj("Initialise the model from a checkpoint before training (transfer learning).", {
-            "checkpoint": _str("A .pt checkpoint, weights file or run directory, relative to the spec file."),
-            "include": _strings("Only parameter names matching one of these patterns (default: all)."),
-            "exclude": _strings("Skip parameter names matching these patterns."),
-        }, ["checkpoint"]),
-        "freeze": _strings("Parameter-name patterns to freeze (requires_grad false)."),
-        "unfreeze": _strings("Parameter-name patterns to make trainable again, applied after freeze."),
-        "distributed": _obj("Multi-process training under torchrun.", {
-            "strategy": _str("ddp (replicated model) or fsdp (sharded with fully_shard).", ["ddp", "fsdp"]),
-            "backend": _str("auto: nccl on CUDA, gloo on CPU.", ["auto", "gloo", "nccl"]),
-            "timeout_s": _int("Seconds a collective may wait for a peer before the run stops with an error.", 1),
-        }),
+def _evaluation() -> dict[str, Any]:
+    names = ", ".join(k.name for k in METRICS)
+    metric = {"type": "string", "pattern": metric_pattern(), "description": f"A validation metric: {names}."}
+    return _obj("Validation.", {
+        "every_steps": _int("Evaluate every this many optimizer steps (default: after each epoch).", 1),
+        "metrics": {"type": "array", "items": metric, "description": f"The metrics to log, of: {names}."},
+        "output": _str("Output the metrics read (default: the first loss term's output)."),
+        "target": _str("Field the metrics compare with (default: the first loss term's target)."),
     })
