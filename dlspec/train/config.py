@@ -162,9 +162,10 @@ def _data(doc: Mapping[str, Any], path: tuple, problem: Report) -> DataConfig:
     vdataset = None
     if "dataset" in validation:
         vdataset = DATA_KINDS.parse(validation["dataset"], path + ("validation", "dataset"), problem)
-        if (vdataset.kind == "text") != (dataset.kind == "text"):
-            problem(path + ("validation", "dataset", "kind"), "a text data set is validated on text, and only text "
-                    "data sets are", "kind: text" if dataset.kind == "text" else "a data set with the same fields")
+        if vdataset.definition.stream != dataset.definition.stream:
+            problem(path + ("validation", "dataset", "kind"), "a stream of text is validated on another stream, and "
+                    "only a stream is", f"kind: {dataset.kind}" if dataset.definition.stream
+                    else "a data set with the same fields")
         if "fraction" in validation:
             problem(path + ("validation",), "validation takes `fraction` or `dataset`, not both")
     fraction = validation.get("fraction", 0.0 if vdataset else 0.2)

@@ -33,6 +33,7 @@ class Source:
 @dataclass(frozen=True)
 class DataKind(Kind):
     fields: str = ""  # the fields it gives, for the docs
+    stream: bool = False  # one sequence cut into windows (text): validated on another stream, not a fraction of it
 
     def described(self) -> str:
         return f"{self.doc} Fields: {self.fields}."
@@ -304,4 +305,5 @@ DATA_KINDS.add(DataKind("text", "Character-level language modelling on a text fi
                          Option("stdlib", "string", "Use the source of this standard-library module (e.g. `argparse`)."),
                          Option("block", "integer", "Characters per training sequence (the model's context length).", 64,
                                 minimum=1)),
-                        _text, _one_text_source, fields="`tokens`, `targets` [block] (character ids, shifted by one)"))
+                        _text, _one_text_source, fields="`tokens`, `targets` [block] (character ids, shifted by one)",
+                        stream=True))
