@@ -52,7 +52,8 @@ class State:
 class Window:
     """What the steps since the last log did, kept on the device until the log reads it."""
     loss: torch.Tensor  # sum of the good steps' mean losses
-    marks: torch.Tensor  # per step since the log: its number if the guard fired, else -1
+    marks: torch.Tensor  # per step since the log: whether the guard fired
+    first: int  # the step before the window's first
     grad_norm: torch.Tensor | None = None  # the last step's
     lr: float = 0.0  # what the last step used
     steps: int = 0
@@ -102,7 +103,7 @@ class Trainer:
         self.window = self._new_window()
         self.guarded = list(s.model.buffers()) if self.cfg.nan_guard == "skip" else []  # undone on a skipped step
         self.buffers: list[torch.Tensor] = []
-        self.group_loss = torch.zeros((), device=self.device)
+        self.group_loss: torch.Tensor | None = None  # the mean loss of the accumulation group so far
 
     # ---- the loop -------------------------------------------------------------------------------------------
 
@@ -143,7 +144,8 @@ class Trainer:
             with devices.autocast(self.device, self.cfg.precision):
                 loss = losses.total(s.terms, _as_tuple(s.net(*[batch[f] for f in s.data.input_fields])), batch)
             s.scaler.scale(loss / group_size if group_size > 1 else loss).backward()
-        self.group_loss += loss.detach().float() / group_size
+        part = loss.detach().float() / group_size if group_size > 1 else loss.detach().float()
+        self.group_loss = part if first else self.group_loss + part
         self.window.examples += len(batch[s.data.input_fields[0]]) * self.world.size
 
     def _step(self, micro: int) -> None:
@@ -153,13 +155,13 @@ class Trainer:
         grad_norm = _grad_norm(s.params, cfg.clip_norm)
         if cfg.clip_value is not None:
             torch.nn.utils.clip_grad_value_(s.params, cfg.clip_value)
-        loss, self.group_loss = self.group_loss, torch.zeros((), device=self.device)
+        loss, self.group_loss = self.group_loss, None
         bad = None
         if cfg.nan_guard != "off":
             # the fp16 scaler handles Inf gradients itself (it skips the step and lowers the scale)
             bad = ~torch.isfinite(loss if s.scaler.is_enabled() else loss + grad_norm)
             bad = distributed.all_reduce_sum(bad.float(), self.world) > 0 if self.world.size > 1 else bad
-            self.window.marks[self.window.steps] = torch.where(bad, self.state.step + 1, -1)
+            self.window.marks[self.window.steps] = bad
         skip = bad is not None and cfg.nan_guard == "skip"
         if skip:
             _skip_on(s.optimizer, bad, self._host_skip)
@@ -204,7 +206,7 @@ class Trainer:
 
     def _new_window(self) -> Window:
         return Window(torch.zeros((), device=self.device),
-                      torch.full((self.cfg.log_every,), -1, dtype=torch.int64, device=self.device))
+                      torch.zeros(self.cfg.log_every, dtype=torch.bool, device=self.device), self.state.step)
 
     def _read(self) -> tuple[float, float]:
         """Read what the device holds for the window (one sync): its loss sum and last grad norm; stop, or
@@ -215,9 +217,9 @@ class Trainer:
             return 0.0, float("nan")
         values = torch.cat([w.loss.double().reshape(1), w.grad_norm.double().reshape(1), w.marks[:w.steps].double()])
         loss, grad_norm, *marks = values.tolist()
-        fired = [int(m) for m in marks if m >= 0]
+        fired = [w.first + i + 1 for i, m in enumerate(marks) if m]
         w.fired += len(fired)
-        w.marks[:w.steps] = -1
+        w.marks[:w.steps] = False
         for step in fired:
             if self.cfg.nan_guard == "stop":
                 raise self._stopped(step)
