@@ -155,3 +155,11 @@ def test_overrides_read_yaml_1_2_numbers(tmp_path):
     path.write_text("training: {optimizer: {kind: adamw, lr: 0.001}}\n")
     doc = load_document(path, ["training.optimizer.lr=3e-4", "training.optimizer.eps=.5"])
     assert doc.data["training"]["optimizer"] == {"kind": "adamw", "lr": 3e-4, "eps": 0.5}
+
+
+def test_written_yaml_reads_back_the_same_under_yaml_1_2_and_1_1():
+    from dlspec.front.document import dump_text
+    data = {"string that looks like a float": "1e-5", "word": "yes", "on": "off", "number": 3e-4, "octal": "017",
+            "list": [1, "2", ".5"], "nothing": None, "flag": True}
+    text = dump_text(data)
+    assert parse_text(text, "run/spec.yaml")[0] == data and yaml.safe_load(text) == data

@@ -49,6 +49,20 @@ def _yaml12(base: type) -> type:
 
 
 _Loader = _yaml12(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """Quotes a string that YAML 1.2 or 1.1 would read as something else ("1e-5", "yes")."""
+
+
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+    for _tag, _pattern in _resolvers:
+        _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
+
+
+def dump_text(data: Any) -> str:
+    """YAML text that reads back as `data` here, and in YAML 1.1 readers."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _TEXT_TAGS = {_CORE + t for t in ("timestamp",)}  # kept as the text the author wrote
 

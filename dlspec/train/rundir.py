@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dlspec.core.errors import DlspecError, Loc
 from dlspec.core.files import atomic_write_text
+from dlspec.front.document import dump_text
 from dlspec.train import checkpoint
 
 WEIGHTS_ORDER = ("best", "final", "last")
@@ -90,7 +89,7 @@ class RunDir:
         """The resolved spec; `changes` (from run.json) are what resumes changed, and from which step."""
         lines = [f"#   {c['key']}: {c['from']!r} -> {c['to']!r} from step {c['step']}" for c in changes]
         head = "# changed on --resume (the values below are the latest):\n" + "\n".join(lines) + "\n" if lines else ""
-        atomic_write_text(self.spec, head + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+        atomic_write_text(self.spec, head + dump_text(document))
 
     def write_vocab(self, chars: tuple[str, ...], block: int) -> None:
         self.write_json("vocab.json", {"chars": "".join(chars), "block": block})
