@@ -4,11 +4,12 @@ Fields are matched to the spec's declared inputs by name, and every input is
 checked for shape, dtype and integer range here, so a wrong file fails with a
 located message instead of a shape error deep in the first forward pass.
 
-Batches are whole index lists: the loader's "sampler" yields one list per batch
-and the dataset gathers it with one tensor index, which is far cheaper than
-collating single examples. The order of an epoch is a pure function of
-(seed, epoch, rank, world size) through torch's DistributedSampler, so a resumed
-run can start again at any batch of any epoch.
+Batches are whole index lists, and the table gathers each with one tensor index,
+which is far cheaper than collating single examples: in the training process
+itself (nothing in between, as a hand-written loop does) or, with num_workers,
+in DataLoader workers fed one list per batch. The order of an epoch is a pure
+function of (seed, epoch, rank, world size) through torch's DistributedSampler,
+so a resumed run can start again at any batch of any epoch.
 """
 from __future__ import annotations
 

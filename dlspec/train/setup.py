@@ -8,6 +8,7 @@ the Trainer calls once every check has passed: a refused resume leaves the run e
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,7 @@ def _eval_term(cfg: config.TrainConfig, terms: tuple[losses.LossTerm, ...], data
 
 
 def _local_processes(world: distributed.World) -> int:
-    import os
+    """Processes on this machine (torchrun says; else all of them), which share its cores."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
 
 
