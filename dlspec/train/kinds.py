@@ -129,14 +129,14 @@ class Registry:
         for option in self.common:
             properties[option.name] = {**option.json_schema(), "description": option.described()}
         for name in dict.fromkeys(o.name for k in self for o in k.options):
-            texts: dict[str, list[str]] = {}
+            texts: dict[str, list[str]] = {}  # one description per wording, with the kinds that share it
             for kind in self:
                 option = kind.option(name)
                 if option is not None:
                     texts.setdefault(option.described(), []).append(kind.name)
-                    first = option
+                    typed = option  # every kind's option of this name has the same type (add() checks)
             described = " ".join(f"{', '.join(kinds)}: {text}" for text, kinds in texts.items())
-            properties[name] = {**first.json_schema(), "description": described}
+            properties[name] = {**typed.json_schema(), "description": described}
         return {"type": "object", "additionalProperties": False, "description": description,
                 "properties": properties, "required": [self.key]}
 
