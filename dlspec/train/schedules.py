@@ -212,7 +212,7 @@ class Schedule:
         self.curve = o.definition.build(o) if o is not None else (lambda u, n, base: base)
         self.momentum = o.definition.momentum(o) if o is not None and o.definition.momentum else None
         self.scales = scales or [1.0] * len(optimizer.param_groups)  # what plateau took off each group
-        self.plateau = self._plateau() if o is not None and o.kind == "plateau" else None
+        self.plateau = self._plateau() if o is not None and o.definition.interval == "eval" else None
         self.step_count = step
         self.lambda_lr = LambdaLR(optimizer, [self._factor(i) for i in range(len(optimizer.param_groups))],
                                   last_epoch=step - 1)  # sets the lr of `step`
