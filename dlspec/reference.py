@@ -1,10 +1,13 @@
-"""The layer reference (docs/layers.md), generated from the registry and the standard blocks.
+"""The reference docs, generated from the registries: docs/layers.md (the layer registry and the standard
+blocks) and the tables of training kinds in docs/training.md (each between `<!-- kinds: FAMILY -->` and
+`<!-- end kinds -->`).
 
-`python -m dlspec.reference` rewrites it; a test fails when it drifts.
+`python -m dlspec.reference` rewrites them; a test fails when they drift.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +15,8 @@ from .core.layers import REGISTRY
 from .front.lower import standard_blocks
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "layers.md"
+TRAINING_DOC = DOC_PATH.with_name("training.md")
+_KIND_TABLE = re.compile(r"(<!-- kinds: (\w+) -->\n).*?(<!-- end kinds -->)", re.S)
 
 
 def _default(attr) -> str:
@@ -49,6 +54,24 @@ def reference_text() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def training_text(text: str) -> str:
+    """docs/training.md with each generated table of kinds as the registries say."""
+    from .train.augment import AUGMENTATIONS
+    from .train.datasets import DATA_KINDS
+    from .train.losses import LOSSES
+    from .train.metrics import METRICS
+    from .train.optim import OPTIMIZERS
+    from .train.schedules import SCHEDULES
+    registries = {"data": DATA_KINDS, "augment": AUGMENTATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS,
+                  "scheduler": SCHEDULES, "metric": METRICS}
+
+    def table(match: re.Match) -> str:
+        note = "<!-- generated from the registry by `python -m dlspec.reference`: edit the kind, not this table -->"
+        return f"{match.group(1)}{note}\n{registries[match.group(2)].table()}\n{match.group(3)}"
+    return _KIND_TABLE.sub(table, text)
+
+
 if __name__ == "__main__":
     DOC_PATH.write_text(reference_text())
-    print(f"wrote {DOC_PATH}", file=sys.stderr)
+    TRAINING_DOC.write_text(training_text(TRAINING_DOC.read_text()))
+    print(f"wrote {DOC_PATH} and the tables of {TRAINING_DOC}", file=sys.stderr)

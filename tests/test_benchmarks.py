@@ -15,6 +15,7 @@ from dlspec.backend.inputs import random_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_build  # noqa: E402
+import bench_train  # noqa: E402
 
 
 @pytest.mark.parametrize("case", bench_build.CASES, ids=lambda c: c.name)
@@ -31,3 +32,19 @@ def test_hand_written_model_matches_its_spec(case):
 def test_the_generated_deep_spec_has_a_thousand_nodes(tmp_path):
     spec = dlspec.load(bench_build.deep_spec(tmp_path))
     assert len(spec.graph.nodes) == 1000
+
+
+def test_the_training_benchmark_gives_every_loop_dlspecs_data_and_augmentation():
+    """The hand-written loop (and Lightning) train on the split, normalisation and random crop that dlspec's
+    data section describes."""
+    from dlspec.train import augment, config
+    from dlspec.train import data as D
+    spec = dlspec.load(bench_train.SPEC)
+    cfg = config.parse(spec.training, spec.locate)
+    data = D.prepare(cfg.data, spec, cfg.seed, bench_train.SPEC.parent)
+    xt, yt, xv, yv = bench_train.digits(cfg.seed)
+    assert torch.allclose(data.train.fields["image"], xt, atol=1e-6) and torch.equal(data.train.fields["label"], yt)
+    assert torch.allclose(data.val.fields["image"], xv, atol=1e-6) and torch.equal(data.val.fields["label"], yv)
+    crop = augment.build(cfg.data.augment, {"image": (1, 8, 8)}, "image", spec.locate)
+    ours = augment.apply({"image": xt[:32]}, crop, torch.Generator().manual_seed(5))["image"]
+    assert torch.equal(ours, bench_train.random_crop(xt[:32], 1, torch.Generator().manual_seed(5)))

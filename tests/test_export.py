@@ -164,3 +164,12 @@ def test_tied_weights_stay_one_tensor_in_every_format(exported):
     for param, _ in _tied(spec):
         tied = model.get_parameter(param).detach().numpy()
         assert sum(w.shape == tied.shape and (w == tied).all() for w in onnx_weights) == 1, param
+
+
+def test_the_schema_offers_exactly_the_formats_there_are():
+    from dlspec.export import schema
+    from dlspec.export.formats import format_of
+    assert schema.FORMATS == tuple(FORMATS)
+    for name, fmt in FORMATS.items():
+        assert format_of(Path("model" + fmt.suffix)) is fmt, name
+    assert format_of(Path("model.txt")) is None

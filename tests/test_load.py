@@ -127,3 +127,39 @@ def test_bad_overrides(tmp_path):
         with pytest.raises(DlspecError) as info:
             load_document(path, [bad])
         assert words in info.value.problems[0].message and info.value.usage
+
+
+# YAML 1.2's core schema: the numbers people write are numbers; yes/no/on/off, 1:30 and 017 are not YAML 1.1's
+SCALARS = {
+    "3e-4": 3e-4, "1e-5": 1e-5, ".5": 0.5, "-2.5E+3": -2500.0, "1.0e-4": 1e-4, "1.": 1.0, "1e5": 1e5,
+    ".inf": float("inf"), "-.Inf": float("-inf"), "50_000": 50000, "017": 17, "0o17": 15, "0x1F": 31, "+5": 5,
+    "yes": "yes", "no": "no", "on": "on", "off": "off", "Y": "Y", "1:30": "1:30", "2001-01-01": "2001-01-01",
+    "=": "=", "'3e-4'": "3e-4", "true": True, "False": False, "~": None, "null": None,
+}
+
+
+@pytest.mark.parametrize("text", SCALARS)
+def test_plain_scalars_follow_yaml_1_2(text):
+    data, locs, _ = parse_text(f"value: {text}\n", "x.yaml")
+    assert data["value"] == SCALARS[text] and type(data["value"]) is type(SCALARS[text])
+    assert (locs[("value",)].line, locs[("value",)].col) == (1, 8)
+
+
+def test_yaml_1_1_booleans_stay_text_as_keys_too():
+    data, _, _ = parse_text("on: push\nno: 1\n", "x.yaml")
+    assert data == {"on": "push", "no": 1}
+
+
+def test_overrides_read_yaml_1_2_numbers(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("training: {optimizer: {kind: adamw, lr: 0.001}}\n")
+    doc = load_document(path, ["training.optimizer.lr=3e-4", "training.optimizer.eps=.5"])
+    assert doc.data["training"]["optimizer"] == {"kind": "adamw", "lr": 3e-4, "eps": 0.5}
+
+
+def test_written_yaml_reads_back_the_same_under_yaml_1_2_and_1_1():
+    from dlspec.front.document import dump_text
+    data = {"string that looks like a float": "1e-5", "word": "yes", "on": "off", "number": 3e-4, "octal": "017",
+            "list": [1, "2", ".5"], "nothing": None, "flag": True}
+    text = dump_text(data)
+    assert parse_text(text, "run/spec.yaml")[0] == data and yaml.safe_load(text) == data

@@ -115,8 +115,8 @@ def test_main_job_digits_cnn_reaches_97_percent(tmp_path):
     assert final_eval["step"] == summary["steps"] and final_eval["val_accuracy"] == summary["val_accuracy"]
     # not a terminal: plain progress lines and the summary table, no bar redraws
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"training digits-cnn: 29,258 parameters on {summary['device']}, 1438 train / 359 "
-                               "validation")
+    assert lines[0].startswith(f"training digits-cnn: 29,258 parameters on {summary['device']}, 1 thread (a small model: "
+                               "0.23 GFLOP a step), 1438 train / 359 validation")
     assert any(line.startswith("step 50  loss ") and " lr " in line and " eta " in line for line in lines)
     assert "\r" not in done.stdout + done.stderr
     assert any(line.startswith("val accuracy") for line in lines) and lines[-1].startswith("---")
@@ -293,12 +293,12 @@ def test_checkpoint_contents_load_without_running_code(tmp_path):
     assert set(state["model"]) == {"fc1.weight", "fc1.bias", "head.weight", "head.bias"}
     assert torch.equal(state["model"]["head.weight"], weights(run)["head.weight"])
     assert all("momentum_buffer" in s for s in state["optimizer"]["state"].values())
-    assert state["schedule"]["scheduler"]["last_epoch"] == 20
+    assert state["schedule"]["plan"] == {"spans": [[0, 0.0, 20, 20.0]], "length": 20.0}  # as planned: no resume
     rng = state["rng"][0]
     assert {"python", "numpy", "torch"} <= set(rng) and rng["torch"].dtype == torch.uint8
-    epoch, batch = state["position"]
-    assert (epoch, batch) == (0, 20)  # 45 batches of 32 per epoch: 20 steps in, the next batch is number 20
-    assert state["tracker"]["best_step"] in (10, 20) and state["tracker"]["best"] is not None
+    position = state["state"]
+    assert (position["epoch"], position["batch"]) == (0, 20)  # 45 batches of 32 an epoch: the next batch is number 20
+    assert position["best_step"] in (10, 20) and position["best"] is not None
     assert state["spec_hash"] == dlspec.load(run / "spec.yaml").spec_hash
     assert state["versions"]["torch"] == str(torch.__version__) and "dlspec" in state["versions"]
     assert state["spec_document"]["training"]["max_steps"] == 20

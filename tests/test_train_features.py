@@ -92,16 +92,22 @@ def test_bundled_and_synthetic_data_sets(tmp_path, case):
         assert summary["val_rmse"] < events(run, "eval")[0]["val_rmse"]
 
 
+def _dataset(doc: dict, seed: int = 0):
+    from dlspec.train.datasets import DATA_KINDS, Source, load
+    return load(DATA_KINDS.parse(doc, ("training", "data", "dataset"), _no_problem), Source(Path("."), seed, lambda _: None))
+
+
+def _no_problem(*problem):
+    raise AssertionError(problem)
+
+
 def test_synthetic_generators_are_deterministic():
-    from dlspec.train.config import Kinded
-    from dlspec.train.datasets import load as load_dataset
     for kind, options in [("synthetic_classification", {"samples": 50}), ("synthetic_regression", {"samples": 50}),
                           ("synthetic_tokens", {"samples": 50, "task": "sort"})]:
-        a, b, c = (load_dataset(Kinded(kind, {**options, **extra}, ("training", "data", "dataset")), Path("."),
-                                seed, lambda _: None) for extra, seed in [({}, 0), ({}, 0), ({"seed": 5}, 0)])
+        a, b, c = (_dataset({"kind": kind, **options, **extra}) for extra in [{}, {}, {"seed": 5}])
         assert all(torch.equal(a.fields[k], b.fields[k]) for k in a.fields)
         assert not torch.equal(a.fields[a.input_field], c.fields[c.input_field])
-    tokens = load_dataset(Kinded("synthetic_tokens", {"samples": 20, "task": "sort"}, ()), Path("."), 0, lambda _: None)
+    tokens = _dataset({"kind": "synthetic_tokens", "samples": 20, "task": "sort"})
     assert torch.equal(tokens.fields["targets"], tokens.fields["tokens"].sort(dim=1).values)
 
 
@@ -216,8 +222,13 @@ def test_augmentations_on_real_batches():
     x = torch.rand(64, 1, 6, 6, generator=g) + 1  # no zeros inside, so padding shows
     batch = {"image": x, "label": torch.zeros(64, dtype=torch.int64)}
 
+    def augmented(ops, seed=1):
+        parsed = [augment.AUGMENTATIONS.parse(op, ("augment", i), _no_problem) for i, op in enumerate(ops)]
+        built = augment.build(parsed, {"image": (1, 6, 6), "label": ()}, "image", lambda _: None)
+        return augment.apply(batch, built, torch.Generator().manual_seed(seed))
+
     def run(ops, seed=1):
-        return augment.apply(batch, ops, "image", torch.Generator().manual_seed(seed))["image"]
+        return augmented(ops, seed)["image"]
 
     assert torch.equal(run([{"op": "random_flip", "p": 1.0}]), x.flip(-1))
     assert torch.equal(run([{"op": "random_flip", "p": 1.0, "dim": 1}]), x.flip(2))
@@ -236,7 +247,7 @@ def test_augmentations_on_real_batches():
         shifts.append(found[0])
     assert len(set(shifts)) > 4
     # noise: Gaussian with the given std, the labels untouched
-    noisy = augment.apply(batch, [{"op": "noise", "std": 0.5}], "image", torch.Generator().manual_seed(1))
+    noisy = augmented([{"op": "noise", "std": 0.5}])
     assert abs((noisy["image"] - x).std().item() - 0.5) < 0.03 and noisy["label"] is batch["label"]
     # the same seed draws the same augmentation: what makes a resumed run see the same batches
     ops = [{"op": "random_flip"}, {"op": "random_crop", "padding": 2}, {"op": "noise", "std": 0.1}]
@@ -773,3 +784,83 @@ def test_gradient_checkpointing_from_the_model_spec(tmp_path):
     assert "checkpoint(" in dlspec.build(dlspec.load(b / "spec.yaml")).code
     for name, value in weights(a).items():
         assert torch.allclose(weights(b)[name], value, atol=1e-6), name
+
+
+# ---- speed: no host sync per step, throughput, threads, fused AdamW -----------------------------------------------
+
+def _host_reads(monkeypatch, run_training) -> int:
+    """How many times the host reads a tensor's value (item, tolist, bool, float, int) during `run_training()`."""
+    count = [0]
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            count[0] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    run_training()
+    monkeypatch.undo()
+    return count[0]
+
+
+def test_a_step_never_waits_for_the_device(tmp_path, monkeypatch):
+    """The loss, the grad norm and the NaN guard are read at log steps only: more steps, no more reads."""
+    data = {**DIGITS_FLAT, "validation": {"fraction": 0}}  # no evaluation, and 45 steps in the first epoch
+    reads = {steps: _host_reads(monkeypatch, lambda steps=steps: train(
+        tmp_path, mlp(), {"max_steps": steps, "data": data, "logging": {"every_steps": 100}}, run=f"run{steps}"))
+        for steps in (5, 40)}
+    assert reads[5] == reads[40], reads
+
+
+def test_the_guard_names_the_exact_step_when_it_reads_later(tmp_path, capsys):
+    """Logging every 50 steps and no checkpoint before the epoch's end: read at step 10, it names step 6."""
+    spec = write_spec(tmp_path, mlp(4, 8, 3), {"threads": 1, "epochs": 1, "data": _nan_data(tmp_path)})
+    code = main(["train", str(spec), "--out", str(tmp_path / "run")])
+    assert_user_error(code, capsys.readouterr().err, "became NaN/Inf at step 6 (epoch 1, batch 6)",
+                      "no checkpoint had been written yet")
+
+
+def test_throughput_tokens_per_second_and_mfu_from_the_specs_macs(tmp_path):
+    data = {"dataset": {"kind": "synthetic_tokens", "samples": 64, "length": 8, "vocab": 12}, "batch_size": 16}
+    summary, run = train(tmp_path, TOKEN_MODEL, {"max_steps": 4, "data": data, "logging": {"every_steps": 2,
+                                                                                              "peak_tflops": 0.001}})
+    macs = 8 * (16 * 12)  # per example: 8 tokens through the 16 -> 12 head (the embedding is a lookup)
+    for record in events(run, "train"):
+        assert math.isclose(record["tokens_per_s"], record["examples_per_s"] * 8, rel_tol=1e-9)
+        assert math.isclose(record["mfu"], record["examples_per_s"] * 6 * macs / 1e9, rel_tol=1e-9)
+    assert math.isclose(summary["mfu"], summary["examples_per_s"] * 6 * macs / 1e9, rel_tol=0.02)  # both rounded
+    summary, run = train(tmp_path, mlp(), {"max_steps": 2, "data": DIGITS_FLAT}, run="features")
+    assert "tokens_per_s" not in summary and "mfu" not in summary  # not a token model; the CPU's peak is unknown
+
+
+def test_threads_default_from_model_size_and_cores():
+    from dlspec.train import device as devices
+    before = torch.get_num_threads()
+    try:
+        cpu = torch.device("cpu")
+        assert devices.threads(None, cpu, 1e8, 1) == (1, "a small model: 0.1 GFLOP a step")
+        count, why = devices.threads(None, cpu, 1e11, 1)
+        assert count == devices.cpu_cores() and why.startswith("100 GFLOP a step on") and torch.get_num_threads() == count
+        assert devices.threads(None, cpu, 1e11, 64)[0] == 1  # 64 processes on this machine share its cores
+        assert devices.threads(3, cpu, 1e11, 1) == (3, "training.threads")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_start_line_says_how_many_threads_and_why(tmp_path, capsys):
+    spec = write_spec(tmp_path, mlp(), {"max_steps": 1, "data": DIGITS_FLAT, "device": "cpu"})
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--progress", "lines"]) == 0
+    assert ", 1 thread (a small model: " in capsys.readouterr().out.splitlines()[0]
+    assert events(tmp_path / "run", "start")[0]["threads"] == 1
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_adam_runs_its_fused_kernel_where_torch_has_one(kind):
+    from dlspec.train import optim
+    o = optim.OPTIMIZERS.parse({"kind": kind}, ("optimizer",), lambda *p: pytest.fail(str(p)))
+    params = [("w", torch.nn.Parameter(torch.zeros(3, 3))), ("b", torch.nn.Parameter(torch.zeros(3)))]
+    optimizer = optim.build(params, o, torch.device("cpu"), lambda _: None)
+    assert all(g["fused"] for g in optimizer.param_groups)
+    o = optim.OPTIMIZERS.parse({"kind": kind, "fused": False}, ("optimizer",), lambda *p: pytest.fail(str(p)))
+    optimizer = optim.build(params, o, torch.device("cpu"), lambda _: None)
+    assert all(g["foreach"] and not g["fused"] for g in optimizer.param_groups)

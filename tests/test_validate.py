@@ -85,3 +85,14 @@ def test_the_readme_example_spec_is_valid(tmp_path):
     (tmp_path / "readme.yaml").write_text(example)
     spec = dlspec.load(tmp_path / "readme.yaml")
     assert spec.name == "gpt2-small" and spec.dims["T"].max == 1024
+
+
+def test_yaml_1_1_words_where_a_boolean_is_expected_say_what_to_write(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("dlspec: 1\nname: s\nmodel:\n  inputs: {x: {shape: [B, 4]}}\n"
+                    "  layers: [{id: fc, op: linear, in: 4, out: 2}]\ntraining:\n  data: {dataset: {kind: iris}, shuffle: yes}\n")
+    with pytest.raises(DlspecError) as info:
+        validate_document(load_document(path))
+    (p,) = info.value.problems
+    assert p.message == 'expected true/false, got string "yes"' and "write true or false" in p.hint
+    assert (p.loc.line, p.loc.col) == (7, 42)

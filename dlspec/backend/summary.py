@@ -10,8 +10,6 @@ from ..core.ir import Graph
 from ..core.layers import REGISTRY
 from ..front.spec import Spec
 
-BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
-
 
 def node_params(graph: Graph) -> dict[str, int]:
     """Unique parameters owned by each node (a tied parameter belongs to its target)."""
@@ -23,17 +21,25 @@ def node_params(graph: Graph) -> dict[str, int]:
     return out
 
 
+def macs_per_example(spec: Spec, sizes: dict[str, int]) -> int:
+    """Forward multiply-accumulates of one example with the symbolic dims at `sizes` (the batch dim is 1)."""
+    sizes = {**spec.example_sizes(), **sizes, **({spec.batch_dim: 1} if spec.batch_dim else {})}
+    return sum(_node_macs(spec.graph, node, sizes) for node in spec.graph.nodes)
+
+
+def _node_macs(graph: Graph, node, sizes: dict[str, int]) -> int:
+    macs = REGISTRY[node.op].macs(node.a, [graph.types[v] for v in node.inputs], list(node.types))
+    return D.substitute(D.normalize(macs), sizes) if macs else 0
+
+
 def summarize(spec: Spec) -> dict:
     graph = spec.graph
     counts = node_params(graph)
     sizes = spec.example_sizes()
-    batch = next((str(v.type.shape[0]) for v in graph.inputs if v.type.shape and not D.is_static(v.type.shape[0])), None)
-    per_example = {**sizes, **({batch: 1} if batch else {})}
+    per_example = {**sizes, **({spec.batch_dim: 1} if spec.batch_dim else {})}
     rows, total_macs = [], 0
     for node in graph.nodes:
-        ins = [graph.types[v] for v in node.inputs]
-        macs = REGISTRY[node.op].macs(node.a, ins, list(node.types))
-        macs = D.substitute(D.normalize(macs), per_example) if macs else 0
+        macs = _node_macs(graph, node, per_example)
         total_macs += macs
         rows.append({"id": node.name, "op": node.op, "shape": ", ".join(str(t) for t in node.types),
                      "params": counts[node.name], "trainable": node.trainable, "macs": macs,

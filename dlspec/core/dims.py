@@ -1,12 +1,19 @@
 """Dimension algebra for shape inference: ints, or sympy expressions of symbolic dims."""
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import sympy
 
 from .expr import floordiv
+
+# Every input and output is batched along its first dim: the one place that says so.
+BATCH_AXIS = 0
+
+
+def per_example(shape: tuple) -> tuple:
+    """A batched shape without its batch dim: the shape of one example."""
+    return tuple(shape[BATCH_AXIS + 1:])
 
 
 def is_static(dim) -> bool:
@@ -57,15 +64,3 @@ def substitute(dim, sizes: dict[str, int]) -> int:
         raise ValueError(f"no size given for {sorted(str(s) for s in value.free_symbols)}")
     return int(value)
 
-
-def numel(shape: Iterable) -> int | sympy.Expr:
-    return product(shape)
-
-
-def fmt(dim) -> str:
-    return str(dim)
-
-
-def isqrt_exact(n: int) -> int | None:
-    r = math.isqrt(n)
-    return r if r * r == n else None

@@ -9,15 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import sympy
-
 from .errors import Loc
-
-Dim = "int | sympy.Expr"
 
 
 def dim_str(dim) -> str:
-    return str(dim) if not isinstance(dim, sympy.Basic) else str(dim).replace("floor(", "floor(")
+    return str(dim)
 
 
 @dataclass(frozen=True)

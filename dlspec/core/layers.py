@@ -59,6 +59,8 @@ class LayerKind:
     # input dims an attribute bounds, as (dim, bound, attribute): checked against the dims' declared max,
     # since a symbolic dim passes the shape rule whatever its size
     limits: Callable[[dict, list[TensorType]], list[tuple[Any, int, str]]] = lambda a, ins: []
+    # the valid [lo, hi) of integer ids fed to its first input (an embedding's vocabulary), when it has one
+    id_range: Callable[[dict], tuple[int, int]] | None = None
 
     def attr(self, name: str) -> Attr | None:
         return next((a for a in self.attrs if a.name == name), None)
@@ -77,10 +79,6 @@ def register(kind: LayerKind) -> LayerKind:
 
 
 # ---------------------------------------------------------------- helpers for rules
-
-def _one(ins: list[TensorType]) -> TensorType:
-    return ins[0]
-
 
 def _rank(t: TensorType, ranks: Sequence[int], what: str) -> None:
     if t.rank not in ranks:
@@ -117,15 +115,6 @@ def _axis(dim: int, rank: int, attr: str = "dim") -> int:
         raise ShapeError(f"dim {dim} is out of range for a rank-{rank} input", attr=attr,
                          expected=f"{-rank} <= {attr} < {rank}")
     return dim % rank
-
-
-def _kw(a: dict, *names: str, defaults: dict | None = None) -> str:
-    """Keyword arguments for attributes that differ from their defaults."""
-    parts = []
-    for name in names:
-        if defaults is None or a[name] != defaults.get(name):
-            parts.append(f"{name}={a[name]!r}")
-    return ", ".join(parts)
 
 
 def _literal(value) -> str:
@@ -405,6 +394,7 @@ register(LayerKind(
     _embedding_rule, _module_call,
     construct=lambda a: f"nn.Embedding({a['num']}, {a['dim']}{_opt(a, padding_idx=None)})",
     params=lambda a: {"weight": (a["num"], a["dim"])},
+    id_range=lambda a: (0, a["num"]),
 ))
 
 

@@ -1,5 +1,9 @@
-"""The export formats: how each is written, loaded in its own runtime, and how its
-provenance record is read back. One table, so adding a format is one entry."""
+"""The export formats: how each is written, loaded in its own runtime, recognised by its file name, and how
+its provenance record is read back.
+
+Adding a format is its module (`to_<name>.py`: write, load, read_record), one entry in FORMATS here, and its
+name in `schema.FORMATS`, the torch-free list the spec's schema and the command line offer (a test checks
+that the two lists agree)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,23 +40,17 @@ class Format:
     write: Callable[[Job, Path], tuple[str, str]]  # how it was made ("traced"), a note ("not scriptable: ...")
     load: Callable[[Path, object], Runner]
     read_record: Callable[[Path], dict | None]
+    reads: tuple[str, ...] = ()  # other file-name endings `verify` recognises as this format
 
 
 FORMATS: dict[str, Format] = {
     "onnx": Format("onnx", ".onnx", to_onnx.write, to_onnx.load, to_onnx.read_record),
     "torchscript": Format("torchscript", ".torchscript.pt", to_torchscript.write, to_torchscript.load,
-                          to_torchscript.read_record),
+                          to_torchscript.read_record, reads=(".pt", ".ts", ".torchscript")),
     "pt2": Format("pt2", ".pt2", to_pt2.write, to_pt2.load, to_pt2.read_record),
 }
 
 
 def format_of(path: Path) -> Format | None:
-    """The format of an existing file, by its suffix (.onnx, .pt2, .pt / .ts for TorchScript)."""
-    name = path.name
-    if name.endswith(".onnx"):
-        return FORMATS["onnx"]
-    if name.endswith(".pt2"):
-        return FORMATS["pt2"]
-    if name.endswith((".pt", ".ts", ".torchscript")):
-        return FORMATS["torchscript"]
-    return None
+    """The format of an existing file, by the end of its name (.onnx, .pt2, .pt / .ts for TorchScript)."""
+    return next((f for f in FORMATS.values() if path.name.endswith((f.suffix,) + f.reads)), None)

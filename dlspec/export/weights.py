@@ -1,9 +1,9 @@
 """Which weights an export carries: a training checkpoint, or the initialised ones.
 
-A run directory (from `dlspec train`) keeps `checkpoints/best.pt` and
-`checkpoints/last.pt`, each a dict with the `model` state dict and the
-`spec_hash` of the spec it was trained from. The hash must match the spec being
-exported, or the export would silently ship other weights than the user thinks.
+A checkpoint or weights file is a dict with the `model` state dict and the
+`spec_hash` of the spec it was trained from; `dlspec.train.rundir` says which file
+a run directory stands for. The hash must match the spec being exported, or the
+export would silently ship other weights than the user thinks.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from dlspec.core.errors import DlspecError
+from dlspec.train import rundir
 from dlspec.train.checkpoint import load as read_checkpoint
 
 
@@ -27,24 +28,12 @@ def describe(weights: dict) -> str:
 
 
 def resolve_checkpoint(path: str | Path, last: bool = False) -> Path:
-    """A checkpoint file, or the best (or last) checkpoint of a run directory."""
+    """A checkpoint file, or a run directory's weights (its last checkpoint with `last`)."""
     path = Path(path)
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        names = ["last.pt"] if last else ["best.pt", "last.pt"]  # a run without validation keeps no best
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-        raise DlspecError.single(
-            f"no checkpoint in run directory {path}", expected=" or ".join(f"{folder / n}" for n in names),
-            hint="pass the run directory written by `dlspec train`, or a checkpoint file", usage=True)
-    if not path.is_file():
-        raise DlspecError.single(f"checkpoint {path} does not exist", hint="pass a checkpoint file or a run directory",
-                                 usage=True)
-    if last:
+    if last and path.is_file():
         raise DlspecError.single("--last needs a run directory", expected="--checkpoint RUN_DIR --last",
                                  hint=f"{path} is a file: drop --last", usage=True)
-    return path
+    return rundir.weights_path(path, "last" if last else None)
 
 
 def load_checkpoint(model: torch.nn.Module, spec, path: Path) -> dict:

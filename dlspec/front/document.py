@@ -5,10 +5,15 @@ parser is iterative) and refuse documents that nest too deep or whose aliases
 expand past a bound, so an alias bomb or 20,000-deep nesting costs
 milliseconds. Scalars are built only for the core schema tags; any other tag
 (`!!python/object`, `!custom`) is an error naming its line.
+
+Plain scalars are resolved by YAML 1.2's core schema, which is what people write: `3e-4`, `1e-5` and `.5`
+are numbers (YAML 1.1 wants `3.0e-4`), while `yes`, `no`, `on`, `off`, `017`-as-octal and `1:30`-as-base-60
+stay as written. `_` may group digits (`50_000`), as in Python.
 """
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -24,8 +29,41 @@ MAX_DEPTH = 64
 MAX_EXPANDED_NODES = 200_000
 
 _CORE = "tag:yaml.org,2002:"
-# libyaml's scanner when PyYAML was built with it (several times faster); same nodes and marks
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution), plus `_` between digits
+_YAML12 = (
+    ("null", r"~|null|Null|NULL|", "~nN"),
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9](?:_?[0-9])*|0o[0-7](?:_?[0-7])*|0x[0-9a-fA-F](?:_?[0-9a-fA-F])*", "-+0123456789"),
+    ("float", r"[-+]?(?:\.[0-9](?:_?[0-9])*|[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN", "-+.0123456789"),
+    ("merge", r"<<", "<"),
+)
+
+
+def _yaml12(base: type) -> type:
+    """`base` (libyaml's scanner when PyYAML was built with it: several times faster, same nodes and marks)
+    with YAML 1.2's implicit tags instead of 1.1's."""
+    loader = type(f"Yaml12{base.__name__}", (base,), {"yaml_implicit_resolvers": {}})
+    for tag, pattern, first in _YAML12:
+        loader.add_implicit_resolver(_CORE + tag, re.compile(f"^(?:{pattern})$"), list(first))
+    return loader
+
+
+_Loader = _yaml12(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+    """Quotes a string that YAML 1.2 or 1.1 would read as something else ("1e-5", "yes")."""
+
+
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+    for _tag, _pattern in _resolvers:
+        _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
+
+
+def dump_text(data: Any) -> str:
+    """YAML text that reads back as `data` here, and in YAML 1.1 readers."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _TEXT_TAGS = {_CORE + t for t in ("timestamp",)}  # kept as the text the author wrote
 
@@ -200,6 +238,8 @@ class _Builder:
         if node.tag not in _SCALAR_TAGS:
             return self._bad_tag(node, path)
         try:
+            if node.tag == _CORE + "int":
+                return _int(node.value)
             return self._scalars.construct_object(node)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:  # ValueError: an integer of over 4,300 digits
             self.problems.append(Problem(f"bad scalar: {shorten(str(exc))}", _loc(self.file, node.start_mark),
@@ -244,6 +284,15 @@ class _Builder:
             expected="plain data: mappings, lists, strings, numbers, booleans, null",
             hint="dlspec never constructs Python objects from a spec; remove the tag"))
         return None
+
+
+def _int(text: str) -> int:
+    """A YAML 1.2 integer: decimal (a leading 0 is not octal), 0o octal or 0x hex."""
+    digits = text.replace("_", "")
+    sign = -1 if digits.startswith("-") else 1
+    digits = digits.lstrip("+-")
+    base = {"0o": 8, "0x": 16}.get(digits[:2].lower(), 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)
 
 
 def _resolve_includes(doc: Document, stack: tuple[Path, ...]) -> Document:

@@ -22,7 +22,6 @@ from ..core.layers import REGISTRY, Attr, LayerKind
 from .document import Document, load_document
 
 NODE_KEYS = ("id", "op", "from", "when", "repeat", "checkpoint", "trainable", "init", "tie", "outputs")
-RESIDUAL_KEYS = NODE_KEYS + ("body", "shortcut")
 PARAM_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 MAX_BLOCK_DEPTH = 32
 MAX_NODES = 100_000

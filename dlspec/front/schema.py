@@ -18,7 +18,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from ..core.errors import DlspecError, Problem, did_you_mean, format_path
 from ..core.layers import DTYPES, REGISTRY, Attr
 from ..export.schema import EXPORT_SCHEMA
-from ..train.schema import TRAINING_SCHEMA
+from ..train.schema import training_schema
 from .document import Document
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "dlspec.schema.json"
@@ -190,7 +190,7 @@ def build_schema(dispatch: bool = False) -> dict:
                         "description": "Block libraries to include, relative to this file."},
             "blocks": {"type": "object", "propertyNames": {"pattern": IDENT}, "additionalProperties": {"$ref": "#/$defs/block"}},
             "model": {"$ref": "#/$defs/model"},
-            "training": TRAINING_SCHEMA,
+            "training": training_schema(),
             "export": EXPORT_SCHEMA,
         },
         "$defs": defs,
@@ -209,7 +209,10 @@ def _dispatch_op(validator, refs, instance, schema):
 
 @lru_cache(maxsize=1)
 def _validator():
-    validator_class = validators.extend(Draft202012Validator, {_DISPATCH: _dispatch_op})
+    # An integer is an int: JSON Schema also counts 3.0 and 1e5 as integers, which a range() then rejects.
+    strict = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+    validator_class = validators.extend(Draft202012Validator, {_DISPATCH: _dispatch_op}, type_checker=strict)
     return validator_class(build_schema(dispatch=True))
 
 
@@ -272,7 +275,7 @@ def _problems(error: ValidationError, doc: Document) -> list[Problem]:
         if "string" in want and len(want) > 1:  # strings there are expressions: say what the literal should be
             want = [w for w in want if w != "string"] + ["an expression"]
         return [Problem(f"expected {' or '.join(names.get(w, w) for w in want)}, got {_show(value)}", loc, where,
-                        expected=error.schema.get("description"))]
+                        expected=error.schema.get("description"), hint=_type_hint(want, value))]
     if kind == "enum":
         choices = [str(c) for c in error.validator_value]
         return [Problem(f"{_show(value)} is not one of: {', '.join(choices)}", loc, where,
@@ -286,6 +289,15 @@ def _problems(error: ValidationError, doc: Document) -> list[Problem]:
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minProperties"):
         return [Problem(error.message.replace("is less than the minimum of", "is below the minimum"), loc, where)]
     return [Problem(error.message, loc, where)]
+
+
+def _type_hint(want: list[str], value) -> str | None:
+    """What to write instead, for the two mistakes YAML 1.2 makes easy."""
+    if "integer" in want and isinstance(value, float) and value.is_integer():
+        return f"write it as a whole number: {int(value)}" if abs(value) < 1e16 else None
+    if "boolean" in want and isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
+        return "YAML 1.2 reads yes/no/on/off as text: write true or false"
+    return None
 
 
 def _show(value) -> str:

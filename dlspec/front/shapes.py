@@ -39,7 +39,7 @@ def infer_shapes(graph: Graph) -> Graph:
     problems += _check_ranges(graph)
     if problems:
         raise DlspecError(problems)
-    inputs = tuple(replace(v, range=v.range or _embedding_range(graph, v.name)) for v in graph.inputs)
+    inputs = tuple(replace(v, range=v.range or _id_range(graph, v.name)) for v in graph.inputs)
     return replace(graph, inputs=inputs, nodes=tuple(nodes), types=types)
 
 
@@ -76,7 +76,7 @@ def _check_ranges(graph: Graph) -> list[Problem]:
         lo, hi = v.range
         if lo >= hi:
             problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) is empty", v.loc, f"model.inputs.{v.name}.range"))
-        inferred = _embedding_range(graph, v.name)
+        inferred = _id_range(graph, v.name)
         if inferred and (lo < inferred[0] or hi > inferred[1]):
             problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) goes past the embedding it feeds, which has "
                                     f"{inferred[1]} entries", v.loc, f"model.inputs.{v.name}.range",
@@ -84,8 +84,10 @@ def _check_ranges(graph: Graph) -> list[Problem]:
     return problems
 
 
-def _embedding_range(graph: Graph, value: str) -> tuple[int, int] | None:
+def _id_range(graph: Graph, value: str) -> tuple[int, int] | None:
+    """The ids a layer fed directly by `value` accepts (an embedding's [0, num))."""
     for node in graph.nodes:
-        if node.op == "embedding" and node.inputs[:1] == (value,):
-            return (0, node.a["num"])
+        id_range = REGISTRY[node.op].id_range
+        if id_range is not None and node.inputs[:1] == (value,):
+            return id_range(node.a)
     return None

@@ -49,6 +49,7 @@ class Spec:
     outputs: tuple[TensorSpec, ...]
     dims: Mapping[str, DimSpec]
     source: Document
+    batch_dim: str | None = None  # the name of the symbolic batch dim ("B"); None when the batch size is fixed
 
     @property
     def training(self) -> dict | None:
@@ -88,6 +89,8 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                        hint=did_you_mean(name, sorted(used))) for name in declared if name not in used]
     if unknown:
         raise DlspecError(unknown)
+    batch = next((dim_str(v.type.shape[D.BATCH_AXIS]) for v in graph.inputs
+                  if v.type.rank > D.BATCH_AXIS and not D.is_static(v.type.shape[D.BATCH_AXIS])), None)
     dims, problems = {}, []
     for v in graph.inputs:
         for d in v.type.shape:
@@ -96,7 +99,7 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                 decl = declared.get(name, {})
                 decl = {"example": decl} if isinstance(decl, int) else decl
                 low, high = decl.get("min", 1), decl.get("max")
-                default = 2 if name == "B" else 8
+                default = 2 if name == batch else 8
                 example = decl.get("example", max(low, min(default, high)) if high is not None else max(low, default))
                 dims[name] = DimSpec(name, example, low, high)
                 if not low <= example <= (high if high is not None else example) or (high is not None and high < low):
@@ -108,7 +111,7 @@ def _spec(doc: Document, graph: Graph) -> Spec:
     problems += _check_limits(graph, dims, doc)
     if problems:
         raise DlspecError(problems)
-    return Spec(doc.path, graph.name, doc.data, graph, graph_hash(graph), inputs, outputs, dims, doc)
+    return Spec(doc.path, graph.name, doc.data, graph, graph_hash(graph), inputs, outputs, dims, doc, batch)
 
 
 def _check_limits(graph: Graph, dims: Mapping[str, "DimSpec"], doc: Document) -> list[Problem]:

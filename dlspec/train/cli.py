@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _spec_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The spec to load, and where its relative paths start (the original folder when resuming alone)."""
-    from dlspec.train.rundir import RunDir
     if args.resume is not None and args.out is not None:
         raise DlspecError.single("--resume continues the run in its own directory; drop --out", usage=True)
     if args.spec:
@@ -48,16 +47,8 @@ def _spec_source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     if args.resume is None:
         raise DlspecError.single("dlspec train needs a SPEC (or --resume DIR)", usage=True,
                                  hint="dlspec train specs/digits-cnn.yaml")
-    saved = args.resume / "spec.yaml"
-    if not saved.is_file():
-        raise DlspecError.single(f"{args.resume} is not a run directory (no spec.yaml)", usage=True,
-                                 hint="pass the directory `dlspec train` printed (its --out, or runs/NAME)")
-    record = RunDir(args.resume).read_json("run.json", "the run record dlspec train writes") \
-        if (args.resume / "run.json").is_file() else {}
-    base = record.get("base_dir")
-    if base is not None and not isinstance(base, str):
-        raise DlspecError.single(f"{args.resume / 'run.json'}: base_dir is {str(base)[:40]!r}", expected="a folder path")
-    return saved, Path(base) if base else None
+    from dlspec.train import rundir
+    return rundir.spec_of(args.resume)
 
 
 def _argv_without_nproc(argv: list[str]) -> list[str]:

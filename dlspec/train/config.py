@@ -1,72 +1,32 @@
 """The `training:` section as typed, frozen config, with the checks a schema cannot do.
 
 The JSON Schema (schema.py) has already rejected unknown keys and wrong types.
-Here we apply defaults, check that each option belongs to the chosen `kind`
-(an `eps` on SGD is a mistake the schema lets through), and cross-check
-sections (a metric named by early stopping must be one that is logged). All
-problems are collected and raised together, each located in the spec file.
+Here we apply defaults, check through each family's registry that every option
+belongs to the chosen `kind` (an `eps` on SGD is a mistake the schema lets
+through), and cross-check sections (a metric named by early stopping must be one
+that is logged). All problems are collected and raised together, each located in
+the spec file.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from dlspec.core.errors import DlspecError, Loc, Problem, did_you_mean, format_path
+from dlspec.core.errors import DlspecError, Loc, Problem, did_you_mean
+from dlspec.train.augment import AUGMENTATIONS
+from dlspec.train.datasets import DATA_KINDS
+from dlspec.train.kinds import Kinded, Report, problem_collector
+from dlspec.train.losses import LOSSES
+from dlspec.train.metrics import higher_is_better
+from dlspec.train.optim import OPTIMIZERS
+from dlspec.train.schedules import SCHEDULES
 
 # spec.locate: the file:line:col of a document path (or of its nearest ancestor)
 Locate = Callable[[tuple], "Loc | None"]
 
-# Options each kind accepts on top of the keys every kind has.
-DATASET_OPTIONS: dict[str, set[str]] = {
-    "digits": {"layout"}, "iris": set(), "wine": set(), "breast_cancer": set(), "diabetes": set(),
-    "synthetic_classification": {"samples", "features", "classes", "informative", "noise", "seed"},
-    "synthetic_regression": {"samples", "features", "targets", "noise", "seed"},
-    "synthetic_tokens": {"samples", "length", "vocab", "task", "seed"},
-    "npz": {"path", "dtypes"}, "pt": {"path", "dtypes"}, "csv": {"path", "columns", "dtypes"},
-    "text": {"path", "stdlib", "block"},
-}
-LOSS_OPTIONS: dict[str, set[str]] = {
-    "cross_entropy": {"label_smoothing", "ignore_index", "class_weights"},
-    "nll": {"ignore_index", "class_weights"}, "mse": set(), "l1": set(), "smooth_l1": {"beta"},
-    "bce_with_logits": {"pos_weight"},
-}
-OPTIMIZER_OPTIONS: dict[str, set[str]] = {
-    "sgd": {"momentum", "nesterov", "dampening"},
-    "adam": {"betas", "eps", "amsgrad", "fused"}, "adamw": {"betas", "eps", "amsgrad", "fused"},
-    "rmsprop": {"momentum", "alpha", "eps", "centered"},
-}
-SCHEDULER_OPTIONS: dict[str, set[str]] = {
-    "constant": set(), "step": {"step_size", "gamma"}, "multistep": {"milestones", "gamma"},
-    "exponential": {"gamma"}, "cosine": {"min_lr", "t_max"}, "cosine_restarts": {"t_0", "t_mult", "min_lr"},
-    "one_cycle": {"max_lr", "pct_start", "div_factor", "final_div_factor"},
-    "plateau": {"metric", "mode", "factor", "patience", "threshold", "min_lr"},
-}
-_COMMON = {
-    "dataset": {"kind"}, "loss": {"kind", "output", "target", "scale"},
-    "optimizer": {"kind", "lr", "weight_decay", "decay_bias_and_norm", "groups"},
-    "scheduler": {"kind", "interval", "warmup_steps", "warmup_start"},
-}
-# Where a schedule steps unless `interval` says otherwise.
-DEFAULT_INTERVAL = {"constant": "step", "step": "epoch", "multistep": "epoch", "exponential": "epoch",
-                    "cosine": "step", "cosine_restarts": "step", "one_cycle": "step", "plateau": "eval"}
-_MAXIMISED = re.compile(r"(^|_)(top\d+_)?accuracy$")
-
-
 def metric_mode(metric: str) -> str:
-    """Accuracy goes up; loss, errors and perplexity go down."""
-    return "max" if _MAXIMISED.search(metric) else "min"
-
-
-@dataclass(frozen=True)
-class Kinded:
-    """A section whose options depend on its `kind` (data set, loss, optimizer, scheduler)."""
-    kind: str
-    options: Mapping[str, Any]
-    path: tuple  # where it sits in the document, to locate later errors
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.options.get(key, default)
+    """Accuracy goes up; loss, errors and perplexity go down (as each metric kind says)."""
+    return "max" if higher_is_better(metric) else "min"
 
 
 @dataclass(frozen=True)
@@ -82,7 +42,7 @@ class DataConfig:
     num_workers: int
     pin_memory: bool
     normalize: Mapping[str, Any]
-    augment: tuple[Mapping[str, Any], ...]
+    augment: tuple[Kinded, ...]
 
 
 @dataclass(frozen=True)
@@ -98,7 +58,6 @@ class TrainConfig:
     data: DataConfig
     losses: tuple[Kinded, ...]
     optimizer: Kinded
-    groups: tuple[Mapping[str, Any], ...]
     scheduler: Kinded | None
     clip_norm: float | None
     clip_value: float | None
@@ -116,6 +75,7 @@ class TrainConfig:
     log_every: int
     progress: str
     tensorboard: bool
+    peak_tflops: float | None
     init_from: Mapping[str, Any] | None
     freeze: tuple[str, ...]
     unfreeze: tuple[str, ...]
@@ -130,9 +90,7 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
     t = dict(training or {})
     problems: list[Problem] = []
     root = ("training",)
-
-    def problem(path: tuple, message: str, expected: str | None = None, hint: str | None = None) -> None:
-        problems.append(Problem(message, locate(path), format_path(path), expected, hint))
+    problem = problem_collector(problems, locate)
 
     data_doc = t.get("data")
     if data_doc is None:
@@ -144,41 +102,17 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
     loss_doc = t.get("loss", {"kind": "cross_entropy"})
     loss_docs = loss_doc if isinstance(loss_doc, list) else [loss_doc]
     loss_paths = [root + ("loss", i) for i in range(len(loss_docs))] if isinstance(loss_doc, list) else [root + ("loss",)]
-    losses = tuple(_kinded(d, p, LOSS_OPTIONS, _COMMON["loss"], problem) for d, p in zip(loss_docs, loss_paths))
-
-    optimizer = _kinded(t.get("optimizer", {"kind": "adamw"}), root + ("optimizer",), OPTIMIZER_OPTIONS,
-                        _COMMON["optimizer"], problem)
-    if optimizer.kind == "sgd" and optimizer.get("nesterov") and not optimizer.get("momentum"):
-        problem(root + ("optimizer", "nesterov"), "nesterov momentum needs a momentum > 0",
-                hint="add `momentum: 0.9`")
-    scheduler = None
-    if "scheduler" in t:
-        scheduler = _kinded(t["scheduler"], root + ("scheduler",), SCHEDULER_OPTIONS, _COMMON["scheduler"], problem)
-        if scheduler.kind == "plateau" and "interval" in scheduler.options:
-            problem(root + ("scheduler", "interval"), "a plateau schedule steps after each evaluation",
-                    hint="remove `interval`")
+    losses = tuple(LOSSES.parse(d, p, problem) for d, p in zip(loss_docs, loss_paths))
+    optimizer = OPTIMIZERS.parse(t.get("optimizer", {"kind": "adamw"}), root + ("optimizer",), problem)
+    scheduler = SCHEDULES.parse(t["scheduler"], root + ("scheduler",), problem) if "scheduler" in t else None
 
     evaluation = t.get("evaluation", {})
     has_validation = data.validation_fraction > 0 or data.validation_dataset is not None
-    metrics = tuple(evaluation.get("metrics") or _default_metrics(losses[0].kind))
+    metrics = tuple(evaluation.get("metrics") or _default_metrics(losses[0]))
     logged = tuple(f"val_{m}" for m in metrics) if has_validation else ()
-
-    def check_metric(path: tuple, name: str) -> None:
-        if name not in logged:
-            problem(path, f"metric '{name}' is not logged by this run",
-                    f"one of {', '.join(logged)}" if logged else "a validation split (data.validation)",
-                    did_you_mean(name, logged) or "list it in training.evaluation.metrics")
-
-    early = t.get("early_stopping")
-    if early is not None:
-        check_metric(root + ("early_stopping", "metric"), early["metric"])
     ckpt = t.get("checkpoint", {})
+    _check_metrics(t, scheduler, logged, problem)
     best_metric = ckpt.get("best_metric", "val_loss" if has_validation else None)
-    if "best_metric" in ckpt:
-        check_metric(root + ("checkpoint", "best_metric"), ckpt["best_metric"])
-    if scheduler is not None and scheduler.kind == "plateau":
-        check_metric(root + ("scheduler", "metric"), scheduler.get("metric", "val_loss"))
-
     clip = t.get("grad_clip", {})
     if len(clip) > 1:
         problem(root + ("grad_clip",), "grad_clip takes one of `norm` or `value`, not both")
@@ -193,39 +127,45 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
         precision=t.get("precision", "fp32"),
         compile=(compile_doc if isinstance(compile_doc, dict) else {}) if compile_doc else None,
         epochs=t.get("epochs", 1), max_steps=t.get("max_steps"), data=data, losses=losses,
-        optimizer=optimizer, groups=tuple(optimizer.get("groups", ())), scheduler=scheduler,
+        optimizer=optimizer, scheduler=scheduler,
         clip_norm=clip.get("norm"), clip_value=clip.get("value"), accumulate=t.get("accumulate", 1),
         nan_guard=t.get("nan_guard", "stop"), eval_every_steps=evaluation.get("every_steps"), metrics=metrics,
-        eval_output=evaluation.get("output"), eval_target=evaluation.get("target"), early_stopping=early,
+        eval_output=evaluation.get("output"), eval_target=evaluation.get("target"),
+        early_stopping=t.get("early_stopping"),
         checkpoint_every=ckpt.get("every_steps"), checkpoint_keep=ckpt.get("keep"), best_metric=best_metric,
         best_mode=ckpt.get("best_mode") or metric_mode(best_metric or "loss"),
         log_every=logging.get("every_steps", 50), progress=logging.get("progress", "auto"),
-        tensorboard=logging.get("tensorboard", False), init_from=t.get("init_from"),
+        tensorboard=logging.get("tensorboard", False), peak_tflops=logging.get("peak_tflops"),
+        init_from=t.get("init_from"),
         freeze=tuple(t.get("freeze", ())), unfreeze=tuple(t.get("unfreeze", ())),
         strategy=dist.get("strategy"), backend=dist.get("backend", "auto"), timeout_s=dist.get("timeout_s", 300),
         logged_metrics=logged,
     )
 
 
-def _data(doc: Mapping[str, Any], path: tuple, problem) -> DataConfig:
-    dataset = _kinded(doc.get("dataset", {"kind": "digits"}), path + ("dataset",), DATASET_OPTIONS,
-                      _COMMON["dataset"], problem)
-    if dataset.kind in ("npz", "pt", "csv") and "path" not in dataset.options:
-        problem(path + ("dataset",), f"a '{dataset.kind}' data set needs a `path`", "path: FILE")
-    if dataset.kind == "csv" and "columns" not in dataset.options:
-        problem(path + ("dataset",), "a csv data set needs `columns`", "columns: {FIELD: COLUMN or [COLUMNS]}",
-                "e.g. `columns: {features: [a, b, c], label: species}`")
-    if dataset.kind == "text" and ("path" in dataset.options) == ("stdlib" in dataset.options):
-        problem(path + ("dataset",), "a text data set needs exactly one of `path` or `stdlib`",
-                hint="`stdlib: argparse` trains on the source of a module that ships with Python")
+def _check_metrics(t: Mapping[str, Any], scheduler: Kinded | None, logged: tuple[str, ...], problem: Report) -> None:
+    """Early stopping, best.pt and a plateau schedule each watch a metric: one the run logs."""
+    watched = [(("early_stopping", "metric"), t.get("early_stopping", {}).get("metric")),
+               (("checkpoint", "best_metric"), t.get("checkpoint", {}).get("best_metric")),
+               (("scheduler", "metric"), scheduler["metric"] if scheduler and scheduler.definition.interval == "eval"
+                else None)]
+    for path, name in watched:
+        if name is not None and name not in logged:
+            problem(("training",) + path, f"metric '{name}' is not logged by this run",
+                    f"one of {', '.join(logged)}" if logged else "a validation split (data.validation)",
+                    did_you_mean(name, logged) or "list it in training.evaluation.metrics")
+
+
+def _data(doc: Mapping[str, Any], path: tuple, problem: Report) -> DataConfig:
+    dataset = DATA_KINDS.parse(doc.get("dataset", {"kind": "digits"}), path + ("dataset",), problem)
     validation = doc.get("validation", {})
     vdataset = None
     if "dataset" in validation:
-        vdataset = _kinded(validation["dataset"], path + ("validation", "dataset"), DATASET_OPTIONS,
-                           _COMMON["dataset"], problem)
-        if (vdataset.kind == "text") != (dataset.kind == "text"):
-            problem(path + ("validation", "dataset", "kind"), "a text data set is validated on text, and only text "
-                    "data sets are", "kind: text" if dataset.kind == "text" else "a data set with the same fields")
+        vdataset = DATA_KINDS.parse(validation["dataset"], path + ("validation", "dataset"), problem)
+        if vdataset.definition.stream != dataset.definition.stream:
+            problem(path + ("validation", "dataset", "kind"), "a stream of text is validated on another stream, and "
+                    "only a stream is", f"kind: {dataset.kind}" if dataset.definition.stream
+                    else "a data set with the same fields")
         if "fraction" in validation:
             problem(path + ("validation",), "validation takes `fraction` or `dataset`, not both")
     fraction = validation.get("fraction", 0.0 if vdataset else 0.2)
@@ -237,23 +177,10 @@ def _data(doc: Mapping[str, Any], path: tuple, problem) -> DataConfig:
         batch_size=batch, eval_batch_size=doc.get("eval_batch_size", max(batch, 256)),
         shuffle=doc.get("shuffle", True), drop_last=doc.get("drop_last", False),
         num_workers=doc.get("num_workers", 0), pin_memory=doc.get("pin_memory", False),
-        normalize=doc.get("normalize", {}), augment=tuple(doc.get("augment", ())),
+        normalize=doc.get("normalize", {}),
+        augment=tuple(AUGMENTATIONS.parse(a, path + ("augment", i), problem) for i, a in enumerate(doc.get("augment", ()))),
     )
 
 
-def _kinded(doc: Mapping[str, Any], path: tuple, allowed: dict[str, set[str]], common: set[str], problem) -> Kinded:
-    kind = doc["kind"]
-    options = {k: v for k, v in doc.items() if k != "kind"}
-    for key in options:
-        if key not in allowed[kind] | common:
-            owners = sorted(k for k, opts in allowed.items() if key in opts)
-            problem(path + (key,), f"'{key}' is not an option of {path[-1] if isinstance(path[-1], str) else path[-2]}"
-                    f" kind '{kind}'",
-                    f"one of {', '.join(sorted(allowed[kind] | common - {'kind'}))}",
-                    (f"'{key}' belongs to {', '.join(owners)}" if owners else None)
-                    or did_you_mean(key, sorted(allowed[kind] | common)))
-    return Kinded(kind, options, path)
-
-
-def _default_metrics(loss_kind: str) -> list[str]:
-    return ["loss", "accuracy"] if loss_kind in ("cross_entropy", "nll") else ["loss"]
+def _default_metrics(loss: Kinded) -> list[str]:
+    return ["loss", "accuracy"] if loss.definition.classes else ["loss"]

@@ -4,26 +4,28 @@ Fields are matched to the spec's declared inputs by name, and every input is
 checked for shape, dtype and integer range here, so a wrong file fails with a
 located message instead of a shape error deep in the first forward pass.
 
-Batches are whole index lists: the loader's "sampler" yields one list per batch
-and the dataset gathers it with one tensor index, which is far cheaper than
-collating single examples. The order of an epoch is a pure function of
-(seed, epoch, rank, world size) through torch's DistributedSampler, so a resumed
-run can start again at any batch of any epoch.
+Batches are whole index lists, and the table gathers each with one tensor index,
+which is far cheaper than collating single examples: in the training process
+itself (nothing in between, as a hand-written loop does) or, with num_workers,
+in DataLoader workers fed one list per batch. The order of an epoch is a pure
+function of (seed, epoch, rank, world size) through torch's DistributedSampler,
+so a resumed run can start again at any batch of any epoch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from dlspec.core.dims import per_example
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.core.expr import ExprError, evaluate
 from dlspec.train import datasets
 from dlspec.train.config import DataConfig, Locate
-from dlspec.train.datasets import Table, TensorTable, TextTable
+from dlspec.train.tables import Table, TensorTable, TextTable
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,10 @@ class Data:
 
 def prepare(cfg: DataConfig, spec: Any, seed: int, base: Path) -> Data:
     """Load, split, normalise and check the data against the spec's inputs; relative paths start at `base`."""
-    table = datasets.load(cfg.dataset, base, seed, spec.locate)
+    table = datasets.load(cfg.dataset, datasets.Source(base, seed, spec.locate))
     if cfg.validation_dataset is not None:
-        train, val = table, datasets.load(cfg.validation_dataset, base, seed, spec.locate,
-                                          vocab=getattr(table, "vocab", None))
+        train, val = table, datasets.load(cfg.validation_dataset,
+                                          datasets.Source(base, seed, spec.locate, getattr(table, "vocab", None)))
         if isinstance(val, TextTable):
             val = replace(val, stride=val.block)  # windows side by side: every character scored once
     elif cfg.validation_fraction > 0:
@@ -116,7 +118,7 @@ def check_field(spec: Any, table: Table, field: str, tensor: Any, where: tuple) 
     problems: list[Problem] = []
     loc = spec.locate(where)
     shape, dtype = table.example_shape(field), table.dtype(field)
-    declared = tuple(tensor.shape[1:])
+    declared = per_example(tensor.shape)
     if not _shape_fits(declared, shape, spec.dims):
         problems.append(Problem(f"data field '{field}' has examples of shape {list(shape)}, but input '{tensor.name}' "
                                 f"is declared {list(tensor.shape)}", loc, format_path(where),
@@ -250,8 +252,21 @@ def eval_batches(n: int, batch_size: int, rank: int, world: int) -> tuple[list[l
     return [[p % n for p in c] for c in chunks], [[p < n for p in c] for c in chunks]
 
 
-def loader(table: Table, batches: list[list[int]], cfg: DataConfig, seed: int) -> DataLoader:
+def loader(table: Table, batches: list[list[int]], cfg: DataConfig, seed: int) -> Iterable[dict[str, torch.Tensor]]:
+    """The batches, gathered: in this process (a plain loop, nothing in between) or by DataLoader workers."""
+    if cfg.num_workers == 0 and not cfg.pin_memory:
+        return (table.gather(torch.as_tensor(index, dtype=torch.int64)) for index in batches)
     # An explicit generator keeps DataLoader from drawing its worker seed from the global RNG, which would
     # shift dropout masks and make a resumed run differ from an uninterrupted one.
     return DataLoader(_Batches(table), sampler=_Fixed(batches), batch_size=None, num_workers=cfg.num_workers,
                       pin_memory=cfg.pin_memory, generator=torch.Generator().manual_seed(seed))
+
+
+def example_sizes(spec: Any, table: Table, input_fields: tuple[str, ...]) -> dict[str, int]:
+    """The sizes the data gives the spec's symbolic dims (T of a [B, T] input fed windows of 64: T = 64)."""
+    sizes: dict[str, int] = {}
+    for tensor, field in zip(spec.inputs, input_fields):
+        for dim, size in zip(per_example(tensor.shape), table.example_shape(field)):
+            if isinstance(dim, str) and dim.isidentifier():
+                sizes[dim] = size
+    return sizes

@@ -230,9 +230,12 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
 
 def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
                     optimizer_state: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
-                   options=StateDictOptions(full_state_dict=True))
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+    options = StateDictOptions(full_state_dict=True)
+    if not optimizer_state.get("state"):  # nothing to restore (SGD without momentum), and torch's loader needs a tensor
+        set_model_state_dict(model, model_state, options=options)
+        return
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state, options=options)
 
 
 def preflight(spec, nproc: int) -> None:

@@ -1,38 +1,65 @@
-"""`dlspec train`: a set-up that checks everything first, then one straight loop in commented phases.
+"""`dlspec train`: the Trainer. A set-up that checks everything first, then short phases over one State.
 
-Exact resume rests on three rules. (1) Everything random is either restored
-from the checkpoint (the global RNGs, which drive dropout) or a pure function
-of (seed, epoch, batch) (data order, augmentation). (2) Checkpoints are taken
-only between optimizer steps and record the position in the epoch as a batch
-index. (3) Nothing draws from the global RNG behind our back: the DataLoader
-gets its own generator and evaluation draws nothing.
+    fit():  for each epoch:  for each micro-batch: forward + backward          (_micro)
+                             at the end of an accumulation group: optimizer step (_step)
+                             log, evaluate, checkpoint when due                   (_after_step)
+            at each epoch's end: evaluate, checkpoint                             (_end_epoch)
+            the end: last evaluation and checkpoint, final weights, summary        (_finish)
+
+Exact resume rests on three rules. (1) Everything random is either restored from the checkpoint (the
+global RNGs, which drive dropout) or a pure function of (seed, epoch, batch) (data order, augmentation).
+(2) Checkpoints are taken only between optimizer steps and record the position in the epoch as a batch
+index. (3) Nothing draws from the global RNG behind our back: the loader gets its own generator and
+evaluation draws nothing.
+
+The host never waits for the device inside a step: the loss sum, the NaN/Inf guard and the grad norm stay
+on the device and are read at log, evaluation and checkpoint steps, where the guard names the exact step
+at which it fired.
 """
 from __future__ import annotations
 
 import math
 import os
-import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dlspec.core.errors import DlspecError
-from dlspec.train import augment, checkpoint, config, distributed, losses, metrics, optim, progress, rundir, transfer
+from dlspec.train import augment, checkpoint, config, distributed, losses, metrics, progress
 from dlspec.train import data as D
 from dlspec.train import device as devices
+from dlspec.train.saver import Saver
+from dlspec.train.schedules import Schedule
+from dlspec.train.setup import Setup, prepare
 
 
 @dataclass
-class Tracker:
-    """The best metric so far (for best.pt) and the early-stopping count; saved in checkpoints."""
-    best: float | None = None
+class State:
+    """Where the run is and what it has learned about itself: every checkpoint saves it."""
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch: int = 0  # the next batch of `epoch`
+    best: float | None = None  # best.pt's metric value, and its step
     best_step: int | None = None
-    stop_best: float | None = None
+    stop_best: float | None = None  # early stopping: the best value and the evaluations since
     stop_bad: int = 0
+
+
+@dataclass
+class Window:
+    """What the steps since the last log did, kept on the device until the log reads it."""
+    loss: torch.Tensor  # sum of the good steps' mean losses
+    marks: torch.Tensor  # per step since the log: whether the guard fired
+    first: int  # the step before the window's first
+    grad_norm: torch.Tensor | None = None  # the last step's
+    lr: float = 0.0  # what the last step used
+    steps: int = 0
+    fired: int = 0  # steps the guard has fired at (read so far)
+    examples: int = 0
+    start: float = field(default_factory=time.perf_counter)
 
 
 def train(spec: Any, out: Path | None = None, *, resume: Path | None = None, force: bool = False,
@@ -43,13 +70,11 @@ def train(spec: Any, out: Path | None = None, *, resume: Path | None = None, for
     """
     cfg = config.parse(spec.training, spec.locate)
     devices.make_deterministic(cfg.deterministic)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     device = devices.pick(cfg.device, int(os.environ.get("LOCAL_RANK", "0")), spec.locate)
     world = distributed.init(cfg.strategy, cfg.backend, cfg.timeout_s, device.type, spec.locate)
     try:
-        return _train(spec, cfg, world, device, out, resume, force, progress_mode or cfg.progress,
-                      base_dir or Path(spec.path).parent)
+        setup = prepare(spec, cfg, world, device, base_dir or Path(spec.path).parent, resume, out, force)
+        return Trainer(setup, progress_mode or cfg.progress).fit()
     except Exception as exc:  # a DlspecError, or a collective that failed because another process died or stalled
         explained = distributed.failure(exc, world, cfg.timeout_s)
         if explained is exc:
@@ -59,331 +84,335 @@ def train(spec: Any, out: Path | None = None, *, resume: Path | None = None, for
         distributed.shutdown(world)
 
 
-def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torch.device, out: Path | None,
-           resume: Path | None, force: bool, progress_mode: str, base_dir: Path) -> dict[str, Any]:
-    locate = spec.locate
-    # ---- data: loaded and checked against the spec's inputs and outputs before anything is built
-    distributed.check_batch(cfg.data.batch_size, world.size, locate)
-    data = D.prepare(cfg.data, spec, cfg.seed, base_dir)
-    main_field = data.input_fields[0]
-    augment.check(cfg.data.augment, {n: data.train.example_shape(n) for n in data.train.names}, main_field, locate)
-    terms = losses.build(cfg.losses, spec, data.train, data.default_target)
-    if data.val is not None:
-        losses.build(cfg.losses, spec, data.val, data.default_target, split="validation")  # its labels fit too
-    eval_term = _eval_term(cfg, terms, data, spec)
-    metrics.check(cfg.metrics, eval_term, losses.classes(spec.outputs[eval_term.output]), locate)
+class Trainer:
+    def __init__(self, setup: Setup, progress_mode: str):
+        s = self.s = setup
+        self.cfg, self.world, self.device, self.run = s.cfg, s.world, s.device, s.run
+        self.state = State(**s.saved["state"]) if s.saved else State()
+        self.schedule = Schedule(self.cfg.scheduler, s.optimizer, s.plan, s.steps_per_epoch, self.state.step,
+                                 s.saved["schedule"].get("scales") if s.saved else None)
+        if s.saved:
+            self.schedule.load_plateau(s.saved["schedule"])
+        self.reporter = progress.Reporter(self.run.metrics if self.world.main else None, s.total_steps, self.state.step,
+                                          progress_mode, self.run.tensorboard if self.cfg.tensorboard else None,
+                                          s.spec.locate)
+        self.saver = Saver(self.reporter)
+        self.first_step, self.started = self.state.step, time.perf_counter()
+        self.saved_at = self.state.step if s.saved else -1  # a resume starts at a good checkpoint
+        self.evaluated_at, self.stop_reason, self.val, self.train_loss = -1, None, {}, float("nan")
+        self.window = self._new_window()
+        self.guarded = list(s.model.buffers()) if self.cfg.nan_guard == "skip" else []  # undone on a skipped step
+        self.buffers: list[torch.Tensor] = []
+        self.group_loss: torch.Tensor | None = None  # the mean loss of the accumulation group so far
 
-    # ---- run directory: rank 0 creates it; a resume reads the checkpoint on every rank
-    state = None
-    if resume is not None:
-        run = rundir.existing(resume)
-        state = rundir.load_last(run)
-        changes = rundir.check_same_model(state, spec, force)
-    else:
-        run = distributed.broadcast(rundir.new(out, spec.name) if world.main else None, world)
-        changes = []
+    # ---- the loop -------------------------------------------------------------------------------------------
 
-    # ---- model: built, initialised from another run if asked, frozen by pattern, placed, wrapped, compiled
-    import dlspec
-    model = dlspec.build(spec, seed=cfg.seed)
-    init_report = transfer.init_from(model, cfg.init_from, base_dir, locate) if cfg.init_from and not state else None
-    transfer.freeze(model, cfg.freeze, cfg.unfreeze, locate)
-    model.to(device)
-    net = distributed.wrap(model, world, device)
-    if cfg.compile is not None:
-        net = torch.compile(net, **cfg.compile)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = optim.build_optimizer(trainable, cfg, device, locate)
-    params = [p for _, p in trainable]
-
-    batches_per_epoch = len(D.train_batches(len(data.train), cfg.data, cfg.seed, 0, world.rank, world.size))
-    if batches_per_epoch == 0:
-        raise DlspecError.single(f"the training split has {len(data.train)} examples, fewer than one batch of "
-                                 f"{cfg.data.batch_size} with drop_last", locate(("training", "data", "batch_size")))
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulate)
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    schedule = optim.build_schedule(cfg.scheduler, optimizer, total_steps, steps_per_epoch)
-    scaler = devices.scaler(device, cfg.precision)
-    tracker, step, epoch, start_batch = Tracker(), 0, 0, 0
-    if state is not None:
+    def fit(self) -> dict[str, Any]:
+        self._announce()
+        self.s.net.train()
         try:
-            distributed.load_full_state(model, optimizer, state["model"], state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise DlspecError.single(f"cannot load {run.last} into this model: {str(exc).splitlines()[0]}",
-                                     hint="--force only works when the parameters still fit") from None
-        schedule.load_state_dict(state["schedule"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        tracker = Tracker(**state["tracker"])
-        step, (epoch, start_batch) = state["step"], state["position"]
-        rngs = state["rng"]
-        if len(rngs) == world.size:
-            checkpoint.set_rng_state(rngs[world.rank])
-        else:  # another world size: the data position carries over, the dropout stream cannot
-            _seed(cfg.seed + world.rank + step)
+            while self.state.step < self.s.total_steps and self.stop_reason is None:
+                self._epoch()
+            return self._finish()
+        finally:
+            self.saver.pool.shutdown()  # a run that fails still finishes the checkpoint it was writing
 
-    else:
-        _seed(cfg.seed + world.rank)  # per-rank dropout streams; the model itself was built from `seed` alone
+    def _epoch(self) -> None:
+        st, cfg = self.state, self.cfg
+        batches = D.train_batches(len(self.s.data.train), cfg.data, cfg.seed, st.epoch, self.world.rank, self.world.size)
+        for micro, batch in enumerate(D.loader(self.s.data.train, batches[st.batch:], cfg.data, cfg.seed + st.epoch),
+                                      start=st.batch):
+            group = micro - micro % cfg.accumulate  # the accumulation group's first micro-batch, and its size
+            size = min(group + cfg.accumulate, len(batches)) - group
+            self._micro(batch, micro, first=micro == group, last=micro + 1 == group + size, group_size=size)
+            if micro + 1 == group + size:
+                self._step(micro)
+                if self._after_step() or (st.step >= self.s.total_steps and micro + 1 < len(batches)):
+                    return  # stopped early, or the run ends inside this epoch
+        self._end_epoch()
 
-    # ---- reporting (rank 0 only)
-    if world.main:
-        if state is not None:
-            rundir.cut_metrics(run, state["metrics_bytes"])
-        run.write_spec(spec.document)
-        run.write_json("run.json", {"spec": str(Path(spec.path).resolve()), "base_dir": str(base_dir.resolve()),
-                                    "processes": world.size, "strategy": world.strategy,
-                                    "normalize": data.stats})  # what inference must apply to inputs
-        if data.vocab is not None:
-            run.write_json("vocab.json", {"chars": "".join(data.vocab), "block": data.train.block})
-    reporter = progress.Reporter(run.metrics if world.main else None, total_steps, step, progress_mode,
-                                 run.path / "tensorboard" if cfg.tensorboard else None, locate)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_val = len(data.val) if data.val is not None else 0
-    reporter.event({"event": "resume" if state else "start", "step": step, "spec": spec.name,
-                    "spec_hash": spec.spec_hash, "device": str(device), "processes": world.size,
-                    "strategy": world.strategy, "parameters": n_params,
-                    "trainable_parameters": sum(p.numel() for p in params), "train_examples": len(data.train),
-                    "val_examples": n_val, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                    **({"model_changes": changes} if changes else {})})
-    reporter.say(f"{'resuming' if state else 'training'} {spec.name}: {n_params:,} parameters on {device}"
-                 f"{f' x {world.size} processes ({world.strategy})' if world.size > 1 else ''}, "
-                 f"{len(data.train)} train / {n_val} validation examples, {total_steps} steps -> {run.path}")
-    if init_report is not None:
-        reporter.event({"event": "init_from", **init_report})
-        reporter.say(f"init_from {init_report['source'][0]}: loaded {len(init_report['loaded'])} tensors; "
-                     f"shape mismatch {init_report['shape_mismatch'] or 'none'}; missing {init_report['missing'] or 'none'}; "
-                     f"unexpected {init_report['unexpected'] or 'none'}; skipped {len(init_report['skipped'])}")
+    def _micro(self, batch: dict[str, torch.Tensor], micro: int, first: bool, last: bool, group_size: int) -> None:
+        """Forward and backward of one micro-batch; gradients are all-reduced on the group's last only."""
+        s = self.s
+        batch = {k: v.to(self.device, non_blocking=self.cfg.data.pin_memory) for k, v in batch.items()}
+        if self.guarded and first:
+            self.buffers = [b.detach().clone() for b in self.guarded]
+        if s.augmentations:
+            generator = torch.Generator().manual_seed(_stream(self.cfg.seed, self.state.epoch, micro, self.world.rank))
+            batch = augment.apply(batch, s.augmentations, generator)
+        with distributed.gradient_sync(s.net, self.world, sync=last):
+            with devices.autocast(self.device, self.cfg.precision):
+                loss = losses.total(s.terms, _as_tuple(s.net(*[batch[f] for f in s.data.input_fields])), batch)
+            s.scaler.scale(loss / group_size if group_size > 1 else loss).backward()
+        part = loss.detach().float() / group_size if group_size > 1 else loss.detach().float()
+        self.group_loss = part if first else self.group_loss + part
+        self.window.examples += len(batch[s.data.input_fields[0]]) * self.world.size
 
-    def save(with_step_file: bool) -> None:
-        """Every rank takes part (FSDP gathers); rank 0 writes; all ranks wait until it is on disk."""
-        model_state, optimizer_state = distributed.full_state(model, optimizer)
-        rngs = distributed.gather(checkpoint.rng_state(), world)
-        if world.main:
-            reporter.event({"event": "checkpoint", "step": step, "epoch": epoch, "batch": position[1]})
-            blob = {"format": checkpoint.FORMAT, "kind": "checkpoint", "model": model_state,
-                    "optimizer": optimizer_state, "schedule": schedule.state_dict(),
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rngs,
-                    "position": list(position), "step": step, "tracker": asdict(tracker), **provenance,
-                    "metrics_bytes": reporter.offset()}
-            checkpoint.save_atomic(blob, run.last)
-            if with_step_file:
-                checkpoint.save_atomic(blob, run.step_file(step))
-                _prune(run, cfg.checkpoint_keep)
-        distributed.barrier(world)
+    def _step(self, micro: int) -> None:
+        """Unscale, measure and clip the gradient, guard against NaN/Inf on the device, step."""
+        s, cfg = self.s, self.cfg
+        s.scaler.unscale_(s.optimizer)
+        grad_norm = _grad_norm(s.params, cfg.clip_norm)
+        if cfg.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(s.params, cfg.clip_value)
+        loss, self.group_loss = self.group_loss, None
+        bad = None
+        if cfg.nan_guard != "off":
+            # the fp16 scaler handles Inf gradients itself (it skips the step and lowers the scale)
+            bad = ~torch.isfinite(loss if s.scaler.is_enabled() else loss + grad_norm)
+            bad = distributed.all_reduce_sum(bad.float(), self.world) > 0 if self.world.size > 1 else bad
+            self.window.marks[self.window.steps] = bad
+        skip = bad is not None and cfg.nan_guard == "skip"
+        if skip:
+            _skip_on(s.optimizer, bad, self._host_skip)
+            for buffer, saved in zip(self.guarded, self.buffers):
+                buffer.copy_(torch.where(bad, saved, buffer))
+        self.window.loss += loss if bad is None else torch.where(bad, 0.0, loss)
+        self.window.grad_norm = grad_norm
+        self.window.lr = s.optimizer.param_groups[0]["lr"]  # what this step uses, for the log
+        s.scaler.step(s.optimizer)
+        if skip and not self._host_skip:
+            del s.optimizer.found_inf, s.optimizer.grad_scale
+        s.scaler.update()
+        s.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        self.window.steps += 1
+        self.state.step += 1
+        self.state.batch = micro + 1
 
-    def save_weights(path: Path, extra: dict) -> None:
-        model_state, _ = distributed.full_state(model, optimizer)
-        if world.main:
-            checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "weights", "model": model_state,
-                                    "step": step, **provenance, **extra}, path)
-        distributed.barrier(world)
+    @property
+    def _host_skip(self) -> bool:
+        """Whether skipping a step needs the host to look (an optimizer without a fused kernel)."""
+        return not getattr(self.s.optimizer, "_step_supports_amp_scaling", False) or self.s.scaler.is_enabled()
 
-    def validate() -> dict[str, float]:
+    def _after_step(self) -> bool:
+        """Log, evaluate and checkpoint when due; True when the run should stop."""
+        step, cfg = self.state.step, self.cfg
+        if step % cfg.log_every == 0 or step == self.s.total_steps or self.window.steps == len(self.window.marks):
+            self._log()
+        if self.s.data.val is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
+            self._evaluate()
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            self._checkpoint(step_file=True)
+        return self.stop_reason is not None
+
+    def _end_epoch(self) -> None:
+        self.state.epoch, self.state.batch = self.state.epoch + 1, 0
+        if self.s.data.val is not None and not self.cfg.eval_every_steps:
+            self._evaluate()
+        self._checkpoint(step_file=False)
+
+    # ---- reading the device: log, guard ---------------------------------------------------------------------
+
+    def _new_window(self) -> Window:
+        return Window(torch.zeros((), device=self.device),
+                      torch.zeros(self.cfg.log_every, dtype=torch.bool, device=self.device), self.state.step)
+
+    def _read(self) -> tuple[float, float]:
+        """Read what the device holds for the window (one sync): its loss sum and last grad norm; stop, or
+        report the skipped steps, where the guard fired."""
+        self.saver.drain()  # first: the events of checkpoints now on disk
+        w = self.window
+        if w.steps == 0:
+            return 0.0, float("nan")
+        values = torch.cat([w.loss.double().reshape(1), w.grad_norm.double().reshape(1), w.marks[:w.steps].double()])
+        loss, grad_norm, *marks = values.tolist()
+        fired = [w.first + i + 1 for i, m in enumerate(marks) if m]
+        w.fired += len(fired)
+        w.marks[:w.steps] = False
+        for step in fired:
+            if self.cfg.nan_guard == "stop":
+                raise self._stopped(step)
+            self.reporter.event({"event": "skipped_step", "step": step, **self._where(step),
+                                 "reason": "NaN/Inf loss or gradient"})
+            self.reporter.say(f"skipped step {step}: NaN/Inf loss or gradient")
+        return loss, grad_norm
+
+    def _stopped(self, step: int) -> DlspecError:
+        where = self._where(step)
+        kept = (f"the last good checkpoint is {self.run.last} (step {self.saved_at})" if self.saved_at >= 0
+                else "no checkpoint had been written yet")
+        return DlspecError.single(f"the loss or gradient became NaN/Inf at step {step} (epoch {where['epoch']}, batch "
+                                  f"{where['batch']}); training stopped, {kept}",
+                                  self.s.spec.locate(("training", "optimizer", "lr")),
+                                  hint="lower the lr, clip gradients (grad_clip: {norm: 1.0}), or set nan_guard: skip")
+
+    def _where(self, step: int) -> dict[str, int]:
+        """The epoch and batch (1-based) of optimizer step `step`: the last micro-batch of its group."""
+        epoch, index = divmod(step - 1, self.s.steps_per_epoch)
+        return {"epoch": epoch + 1, "batch": min((index + 1) * self.cfg.accumulate, self.s.batches_per_epoch)}
+
+    def _log(self) -> None:
+        """The train event: the mean loss of the window's good steps over all ranks, lr, grad norm, speed."""
+        loss, grad_norm = self._read()
+        w, now = self.window, time.perf_counter()
+        good = [loss, w.steps - w.fired]
+        if self.world.size > 1:
+            good = distributed.all_reduce_sum(torch.tensor(good, dtype=torch.float64, device=self.device),
+                                              self.world).tolist()
+        self.train_loss = good[0] / max(good[1], 1)
+        record = {"loss": self.train_loss, "lr": w.lr, "grad_norm": grad_norm,
+                  **self.s.throughput.rates(w.examples / max(now - w.start, 1e-9))}
+        self.reporter.event({"event": "train", "step": self.state.step, "epoch": self.state.epoch + 1, **record})
+        eta = (now - self.started) / max(self.state.step - self.first_step, 1) * (self.s.total_steps - self.state.step)
+        self.reporter.progress(self.state.step, record, eta)
+        self.window = self._new_window()
+
+    # ---- evaluation, checkpoints, the end ------------------------------------------------------------------
+
+    def _evaluate(self) -> None:
         """Evaluate, log, feed the plateau schedule, keep best.pt, and count towards early stopping."""
-        nonlocal stop_reason
-        values = evaluate(net, data.val, data.input_fields, cfg, terms, eval_term, device, world)
-        reporter.event({"event": "eval", "step": step, "epoch": epoch + (position[1] > 0), **values})
-        reporter.say(f"eval step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
-        schedule.after_eval(values)
-        if cfg.best_metric in values and _improved(values[cfg.best_metric], tracker.best, cfg.best_mode, 0.0):
-            tracker.best, tracker.best_step = values[cfg.best_metric], step
-            save_weights(run.best, {"metric": cfg.best_metric, "value": tracker.best})
-        if cfg.early_stopping and cfg.early_stopping["metric"] in values:
-            es = cfg.early_stopping
-            value = values[es["metric"]]
-            if _improved(value, tracker.stop_best, es.get("mode") or config.metric_mode(es["metric"]),
+        self._read()  # never evaluate (or save best.pt) past a step the guard stopped at
+        st, cfg = self.state, self.cfg
+        values = evaluate(self.s, self.device, self.world)
+        self.val, self.evaluated_at = values, st.step
+        self.reporter.event({"event": "eval", "step": st.step, "epoch": st.epoch + (st.batch > 0), **values})
+        self.reporter.say(f"eval step {st.step}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        self.schedule.after_eval(values)
+        if cfg.best_metric in values and _improved(values[cfg.best_metric], st.best, cfg.best_mode, 0.0):
+            st.best, st.best_step = values[cfg.best_metric], st.step
+            self._save_weights(self.run.best, {"metric": cfg.best_metric, "value": st.best})
+        es = cfg.early_stopping
+        if es and es["metric"] in values:
+            if _improved(values[es["metric"]], st.stop_best, es.get("mode") or config.metric_mode(es["metric"]),
                          es.get("min_delta", 0.0)):
-                tracker.stop_best, tracker.stop_bad = value, 0
+                st.stop_best, st.stop_bad = values[es["metric"]], 0
             else:
-                tracker.stop_bad += 1
-                if tracker.stop_bad >= es.get("patience", 5):
-                    stop_reason = f"early stopping ({es['metric']} did not improve for {tracker.stop_bad} evaluations)"
-        return values
+                st.stop_bad += 1
+                if st.stop_bad >= es.get("patience", 5):
+                    self.stop_reason = f"early stopping ({es['metric']} did not improve for {st.stop_bad} evaluations)"
 
-    provenance = {"spec_hash": spec.spec_hash, "model_document": checkpoint.model_document(spec.document),
-                  "spec_document": spec.document, "versions": checkpoint.versions(), "processes": world.size}
-    position = (epoch, start_batch)
-    stop_reason: str | None = None
-    val: dict[str, float] = {}
-    evaluated_at, saved_at = -1, (step if state is not None else -1)  # a resume starts at a good checkpoint
-    # nan_guard: skip also undoes what the bad forward did to buffers (batch-norm running statistics)
-    guarded_buffers, saved_buffers = (list(model.buffers()) if cfg.nan_guard == "skip" else []), []
-    first_step, started = step, time.perf_counter()
-    window_loss, window_steps, window_examples, window_start = 0.0, 0, 0, started
-    train_loss = float("nan")
-    net.train()
-    while step < total_steps and stop_reason is None:
-        batches = D.train_batches(len(data.train), cfg.data, cfg.seed, epoch, world.rank, world.size)
-        group_loss = torch.zeros((), device=device)
-        for micro, batch in enumerate(D.loader(data.train, batches[start_batch:], cfg.data, cfg.seed + epoch),
-                                      start=start_batch):
-            # -- the micro-batch's place in its accumulation group
-            group_start = micro - micro % cfg.accumulate
-            group_size = min(group_start + cfg.accumulate, len(batches)) - group_start
-            last_micro = micro + 1 == group_start + group_size
-            batch = {k: v.to(device, non_blocking=cfg.data.pin_memory) for k, v in batch.items()}
-            if guarded_buffers and micro == group_start:
-                saved_buffers = [b.detach().clone() for b in guarded_buffers]
-            if cfg.data.augment:
-                generator = torch.Generator().manual_seed(_stream(cfg.seed, epoch, micro, world.rank))
-                batch = augment.apply(batch, cfg.data.augment, main_field, generator)
+    def _checkpoint(self, step_file: bool) -> None:
+        """Every rank takes part (FSDP gathers); rank 0 snapshots it for the writer thread."""
+        self._read()
+        s, st = self.s, self.state
+        model_state, optimizer_state = distributed.full_state(s.model, s.optimizer)
+        rngs = distributed.gather(checkpoint.rng_state(), self.world)
+        if self.world.main:
+            event = {"event": "checkpoint", "step": st.step, "epoch": st.epoch, "batch": st.batch}
+            line = self.reporter.line(event)  # the next line of the log, once the file is on disk (Saver)
+            blob = {"format": checkpoint.FORMAT, "kind": "checkpoint", "model": model_state, "optimizer": optimizer_state,
+                    "schedule": self.schedule.state_dict(), "scaler": s.scaler.state_dict() if s.scaler.is_enabled()
+                    else None, "rng": rngs, "state": asdict(st), "step": st.step, **s.provenance,
+                    "metrics_bytes": self.reporter.offset() + len(line.encode())}
+            keep = self.cfg.checkpoint_keep
+            self.saver.save(blob, [self.run.last] + ([self.run.step_file(st.step)] if step_file else []), event, line,
+                            then=(lambda: self.run.prune_steps(keep)) if step_file else None)
+        distributed.barrier(self.world)
+        self.saved_at = st.step
 
-            # -- forward and backward; gradients are all-reduced on the group's last micro-batch only
-            with distributed.gradient_sync(net, world, sync=last_micro):
-                with devices.autocast(device, cfg.precision):
-                    outputs = _as_tuple(net(*[batch[f] for f in data.input_fields]))
-                    loss = losses.total(terms, outputs, batch)
-                scaler.scale(loss / group_size).backward()
-            group_loss += loss.detach().float()
-            window_examples += len(batch[main_field]) * world.size
-            if not last_micro:
-                continue
+    def _save_weights(self, path: Path, extra: dict) -> None:
+        model_state, _ = distributed.full_state(self.s.model, self.s.optimizer)
+        if self.world.main:
+            self.saver.save({"format": checkpoint.FORMAT, "kind": "weights", "model": model_state,
+                             "step": self.state.step, **self.s.provenance, **extra}, [path])
+        distributed.barrier(self.world)
 
-            # -- unscale, measure and clip the gradient, guard against NaN/Inf, step
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm or float("inf"))
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: DTensor
-            if cfg.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(params, cfg.clip_value)
-            mean_loss = group_loss / group_size
-            group_loss = torch.zeros((), device=device)
-            skip = False
-            if cfg.nan_guard != "off":
-                # The fp16 scaler handles Inf gradients itself (it skips the step and lowers the scale).
-                bad = ~torch.isfinite(mean_loss) | (~torch.isfinite(grad_norm) & (not scaler.is_enabled()))
-                if distributed.all_reduce_sum(bad.float(), world).item() > 0:
-                    where = f"step {step + 1} (epoch {epoch + 1}, batch {micro + 1})"
-                    if cfg.nan_guard == "stop":
-                        kept = f"the last good checkpoint is {run.last} (step {saved_at})" if saved_at >= 0 \
-                            else "no checkpoint had been written yet"
-                        raise DlspecError.single(f"the loss or gradient became NaN/Inf at {where}; training stopped, "
-                                                 f"{kept}", locate(("training", "optimizer", "lr")),
-                                                 hint="lower the lr, clip gradients (grad_clip: {norm: 1.0}), "
-                                                      "or set nan_guard: skip")
-                    skip = True
-                    for buffer, saved in zip(guarded_buffers, saved_buffers):
-                        buffer.copy_(saved)
-                    reporter.event({"event": "skipped_step", "step": step + 1, "epoch": epoch + 1,
-                                    "batch": micro + 1, "reason": "NaN/Inf loss or gradient"})
-                    reporter.say(f"skipped {where}: NaN/Inf loss or gradient")
-            schedule.begin_step(step)
-            step_lr = optimizer.param_groups[0]["lr"]  # what this step uses (warm-up included), for the log
-            if not skip:
-                scaler.step(optimizer)
-            scaler.update()
-            schedule.end_step(step)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            position = (epoch, micro + 1)
+    def _finish(self) -> dict[str, Any]:
+        """A last evaluation and checkpoint if the loop stopped between them, the final weights, the summary."""
+        elapsed = time.perf_counter() - self.started
+        st, s = self.state, self.s
+        if self.window.steps:
+            self._log()
+        if s.data.val is not None and self.evaluated_at != st.step:
+            self._evaluate()
+        if self.saved_at != st.step:
+            self._checkpoint(step_file=False)
+        self._save_weights(self.run.weights, {})
+        self.saver.drain()
+        done = st.step - self.first_step
+        summary = {"spec": s.spec.name, "run": str(self.run.path), "device": str(self.device), "processes": self.world.size,
+                   "threads": s.threads[0], "parameters": s.n_params, "steps": st.step,
+                   "epochs": round(st.step / s.steps_per_epoch, 2),
+                   "stopped_by": self.stop_reason or ("max_steps" if self.cfg.max_steps else "epochs"),
+                   "train_seconds": round(elapsed, 2),
+                   **{k: round(v, 4 if k == "mfu" else 1) for k, v in s.throughput.rates(
+                       done * self.cfg.data.batch_size * self.cfg.accumulate / max(elapsed, 1e-9)).items()},
+                   "train_loss": self.train_loss, **self.val}
+        if st.best is not None:
+            summary.update({"best_metric": self.cfg.best_metric, "best_value": st.best, "best_step": st.best_step})
+        self.reporter.event({"event": "end", "step": st.step, **summary})
+        if self.world.main:
+            self.run.write_json("summary.json", summary)
+        self.reporter.say(progress.summary_table(summary), always=True)
+        self.reporter.close()
+        distributed.barrier(self.world)
+        return summary
 
-            # -- log (losses averaged over ranks), evaluate, checkpoint
-            if not skip:
-                window_loss += mean_loss.item()
-                window_steps += 1
-            if step % cfg.log_every == 0 or step == total_steps:
-                summed = distributed.all_reduce_sum(torch.tensor([window_loss, window_steps], dtype=torch.float64,
-                                                                 device=device), world).tolist()
-                train_loss = summed[0] / max(summed[1], 1)
-                now = time.perf_counter()
-                rate = window_examples / max(now - window_start, 1e-9)
-                record = {"loss": train_loss, "lr": step_lr, "grad_norm": grad_norm.item(),
-                          "examples_per_s": rate}
-                reporter.event({"event": "train", "step": step, "epoch": epoch + 1, **record})
-                eta = (now - started) / max(step - first_step, 1) * (total_steps - step)
-                reporter.progress(step, record, eta)
-                window_loss, window_steps, window_examples, window_start = 0.0, 0, 0, now
-            if data.val is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
-                val, evaluated_at = validate(), step
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save(with_step_file=True)
-                saved_at = step
-            if step >= total_steps or stop_reason:
-                break
-        else:
-            # -- end of epoch: per-epoch schedule, evaluation, checkpoint
-            schedule.end_epoch()
-            epoch, start_batch = epoch + 1, 0
-            position = (epoch, 0)
-            if data.val is not None and not cfg.eval_every_steps:
-                val, evaluated_at = validate(), step
-            save(with_step_file=False)
-            saved_at = step
-
-    # ---- the end: a last evaluation and checkpoint if the loop stopped between them, final weights, summary
-    elapsed = time.perf_counter() - started
-    if data.val is not None and evaluated_at != step:
-        val = validate()
-    if saved_at != step:
-        save(with_step_file=False)
-    save_weights(run.weights, {})
-    summary = {"spec": spec.name, "run": str(run.path), "device": str(device), "processes": world.size,
-               "parameters": n_params, "steps": step, "epochs": round(step / steps_per_epoch, 2),
-               "stopped_by": stop_reason or ("max_steps" if cfg.max_steps else "epochs"),
-               "train_seconds": round(elapsed, 2),
-               "examples_per_s": round((step - first_step) * cfg.data.batch_size * cfg.accumulate / max(elapsed, 1e-9), 1),
-               "train_loss": train_loss, **val}
-    if tracker.best is not None:
-        summary.update({"best_metric": cfg.best_metric, "best_value": tracker.best, "best_step": tracker.best_step})
-    reporter.event({"event": "end", "step": step, **summary})
-    if world.main:
-        run.write_json("summary.json", summary)
-    reporter.say(progress.summary_table(summary), always=True)
-    reporter.close()
-    distributed.barrier(world)
-    return summary
+    def _announce(self) -> None:
+        """The start (or resume) event and lines, and the run directory's record of what this run is."""
+        s, st, w = self.s, self.state, self.world
+        if w.main:
+            s.write_record()
+        n_val = len(s.data.val) if s.data.val is not None else 0
+        self.reporter.event({"event": "resume" if s.saved else "start", "step": st.step, "spec": s.spec.name,
+                             "spec_hash": s.spec.spec_hash, "device": str(self.device), "processes": w.size,
+                             "strategy": w.strategy, "threads": s.threads[0], "parameters": s.n_params,
+                             "trainable_parameters": sum(p.numel() for p in s.params),
+                             "train_examples": len(s.data.train), "val_examples": n_val,
+                             "total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
+                             **({"model_changes": s.model_changes} if s.model_changes else {}),
+                             **({"changes": s.changes, "schedule": s.schedule_note} if s.changes else {})})
+        processes = f" x {w.size} processes ({w.strategy})" if w.size > 1 else ""
+        threads = f"{s.threads[0]} thread{'s' * (s.threads[0] != 1)} ({s.threads[1]})"
+        self.reporter.say(f"{'resuming' if s.saved else 'training'} {s.spec.name}: {s.n_params:,} parameters on "
+                          f"{self.device}{processes}, {threads}, {len(s.data.train)} train / {n_val} validation "
+                          f"examples, {s.total_steps} step{'s' * (s.total_steps != 1)} -> {self.run.path}")
+        for change in s.changes or ():
+            self.reporter.say(f"  {change['key']}: {change['from']!r} -> {change['to']!r} from step {st.step}")
+        if s.init_report is not None:
+            r = s.init_report
+            self.reporter.event({"event": "init_from", **r})
+            self.reporter.say(f"init_from {r['source'][0]}: loaded {len(r['loaded'])} tensors; shape mismatch "
+                              f"{r['shape_mismatch'] or 'none'}; missing {r['missing'] or 'none'}; "
+                              f"unexpected {r['unexpected'] or 'none'}; skipped {len(r['skipped'])}")
 
 
-def evaluate(net, table, input_fields: tuple[str, ...], cfg: config.TrainConfig, terms, eval_term,
-             device: torch.device, world: distributed.World) -> dict[str, float]:
+def evaluate(s: Setup, device: torch.device, world: distributed.World) -> dict[str, float]:
     """Validation metrics over every example once, summed across ranks."""
-    net.eval()
-    meter = metrics.Meter(cfg.metrics, eval_term, device)
-    batches, masks = D.eval_batches(len(table), cfg.data.eval_batch_size, world.rank, world.size)
+    s.net.eval()
+    meter = metrics.Meter(s.cfg.metrics, s.eval_term, device)
+    batches, masks = D.eval_batches(len(s.data.val), s.cfg.data.eval_batch_size, world.rank, world.size)
     with torch.no_grad():
-        for batch, mask in zip(D.loader(table, batches, cfg.data, cfg.seed), masks):
+        for batch, mask in zip(D.loader(s.data.val, batches, s.cfg.data, s.cfg.seed), masks):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with devices.autocast(device, cfg.precision):
-                outputs = _as_tuple(net(*[batch[f] for f in input_fields]))
+            with devices.autocast(device, s.cfg.precision):
+                outputs = _as_tuple(s.net(*[batch[f] for f in s.data.input_fields]))
             outputs = tuple(o.float() if o.is_floating_point() else o for o in outputs)  # metrics in fp32
             keep = torch.tensor(mask, device=device)
-            n = int(keep.sum())
+            n = int(sum(mask))
             if n == 0:
                 continue  # padding that keeps the ranks in step
-            kept_out = tuple(o[keep] for o in outputs)
-            kept = {k: v[keep] for k, v in batch.items()}
-            loss = losses.total(terms, kept_out, kept)
-            meter.update(loss.float(), kept_out[eval_term.output], kept[eval_term.target], n)
+            kept_out, kept = tuple(o[keep] for o in outputs), {k: v[keep] for k, v in batch.items()}
+            meter.update(losses.total(s.terms, kept_out, kept).float(), kept_out[s.eval_term.output],
+                         kept[s.eval_term.target], n)
     distributed.all_reduce_sum(meter.sums, world)
-    net.train()
+    s.net.train()
     return meter.result()
 
 
-def _eval_term(cfg: config.TrainConfig, terms: tuple[losses.LossTerm, ...], data: D.Data, spec) -> losses.LossTerm:
-    """The (output, target) pair metrics compare: the first loss term's unless evaluation names others."""
-    first = terms[0]
-    if cfg.eval_output is None and cfg.eval_target is None:
-        return first
-    outputs = [o.name for o in spec.outputs]
-    output = cfg.eval_output or first.output_name
-    if output not in outputs:
-        raise DlspecError.single(f"evaluation.output '{output}' is not an output of the model",
-                                 spec.locate(("training", "evaluation", "output")), expected=", ".join(outputs))
-    target = cfg.eval_target or first.target
-    if target not in data.train.names:
-        raise DlspecError.single(f"evaluation.target '{target}' is not a data field",
-                                 spec.locate(("training", "evaluation", "target")), expected=", ".join(data.train.names))
-    match = next((t for t in terms if t.output_name == output), first)
-    return losses.LossTerm(match.kind, outputs.index(output), output, target, 1.0, match.fn, match.ignore_index)
+def _grad_norm(params: list[torch.nn.Parameter], clip: float | None) -> torch.Tensor:
+    """The total gradient norm before clipping; clips to `clip` when given."""
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
+
+
+def _skip_on(optimizer: torch.optim.Optimizer, bad: torch.Tensor, host: bool) -> None:
+    """Make the coming optimizer step a no-op when `bad`: on the device for a fused optimizer (its kernel
+    reads `found_inf`, as under torch's GradScaler), else by dropping the gradients after one host read."""
+    if host:
+        if bad.item():
+            optimizer.zero_grad(set_to_none=True)  # a step without gradients changes nothing
+        return
+    optimizer.found_inf, optimizer.grad_scale = bad.float(), None
 
 
 def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _stream(seed: int, epoch: int, batch: int, rank: int) -> int:
@@ -396,11 +425,3 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
         return not math.isnan(value)
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
-
-def _prune(run: rundir.RunDir, keep: int | None) -> None:
-    """Keep the newest `keep` step-N.pt files."""
-    if keep is None:
-        return
-    files = sorted(run.checkpoints.glob("step-*.pt"))
-    for old in files[:max(len(files) - keep, 0)]:
-        old.unlink()

@@ -36,13 +36,16 @@ class Reporter:
     def active(self) -> bool:
         return self.metrics_file is not None
 
-    def event(self, record: Mapping[str, Any]) -> None:
-        """One JSON line per event; numbers also go to TensorBoard under the event's name."""
+    def line(self, record: Mapping[str, Any]) -> str:
+        """The metrics.jsonl line of an event, stamped with the time."""
+        return json.dumps({**record, "time": round(time.time(), 3)}, sort_keys=False) + "\n"
+
+    def event(self, record: Mapping[str, Any], line: str | None = None) -> None:
+        """One JSON line per event (`line`, if already made); numbers also go to TensorBoard."""
         if not self.active:
             return
-        line = json.dumps({**record, "time": round(time.time(), 3)}, sort_keys=False)
         with self.metrics_file.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            handle.write(line or self.line(record))
         if self.writer is not None and "step" in record:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):

@@ -1,10 +1,18 @@
-"""The run directory: created for a new run, reopened (and checked) for a resumed one.
+"""The run directory: the one module that knows its layout. Training writes it; resume, `init_from`,
+`generate` and `export` read it through here.
 
-RUN/spec.yaml      the resolved spec (after --set overrides)
-RUN/run.json       where the spec came from, so `--resume RUN` alone finds its relative paths
-RUN/metrics.jsonl  one JSON object per event
-RUN/checkpoints/   last.pt, best.pt, step-N.pt
-RUN/weights.pt     the final weights;  RUN/summary.json  the final summary;  RUN/vocab.json  (text data)
+RUN/spec.yaml        the resolved spec (after --set overrides); values changed on a resume are listed at its top
+RUN/run.json         where the spec came from (so `--resume RUN` alone finds its relative paths), processes,
+                     normalisation statistics, and every change a resume made, with its step
+RUN/metrics.jsonl    one JSON object per event
+RUN/checkpoints/     last.pt (the latest), best.pt (the best by best_metric), step-00000500.pt (every_steps)
+RUN/weights.pt       the final weights
+RUN/summary.json     the final summary
+RUN/vocab.json       character-level text data: the alphabet and block size
+RUN/tensorboard/     TensorBoard event files, with logging.tensorboard
+
+Which weights "a run" means, wherever a run directory is accepted in place of a file: its best checkpoint
+when it kept one (it had validation), else its final weights, else its last checkpoint (a run still going).
 """
 from __future__ import annotations
 
@@ -13,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dlspec.core.errors import DlspecError, shorten
+from dlspec.core.errors import DlspecError, Loc, shorten
 from dlspec.core.files import atomic_write_text, leftover_temporaries
 from dlspec.core.reading import read_text
+from dlspec.front.document import dump_text
 from dlspec.train import checkpoint
+
+WEIGHTS_ORDER = ("best", "final", "last")
 
 
 @dataclass(frozen=True)
@@ -38,15 +47,31 @@ class RunDir:
         return self.checkpoints / "best.pt"
 
     @property
+    def weights(self) -> Path:
+        return self.path / "weights.pt"
+
+    @property
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
     @property
-    def weights(self) -> Path:
-        return self.path / "weights.pt"
+    def spec(self) -> Path:
+        return self.path / "spec.yaml"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
 
     def step_file(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:08d}.pt"
+
+    def step_files(self) -> list[Path]:
+        """The step-N.pt checkpoints, oldest first."""
+        return sorted(self.checkpoints.glob("step-*.pt"))
+
+    def weights_file(self, which: str) -> Path:
+        """`final`, `best` or `last`."""
+        return {"final": self.weights, "best": self.best, "last": self.last}[which]
 
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(data, indent=2) + "\n")
@@ -62,9 +87,70 @@ class RunDir:
             raise DlspecError.single(f"{path} holds a {type(value).__name__}, not a JSON object", expected=expected)
         return value
 
-    def write_spec(self, document: dict) -> None:
-        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-        atomic_write_text(self.path / "spec.yaml", text)
+    def record(self) -> dict:
+        """run.json, or {} for a run directory written before it existed."""
+        return self.read_json("run.json", "the run record dlspec train writes") if (self.path / "run.json").is_file() else {}
+
+    def write_record(self, record: dict) -> None:
+        self.write_json("run.json", record)
+
+    def write_spec(self, document: dict, changes: list[dict]) -> None:
+        """The resolved spec; `changes` (from run.json) are what resumes changed, and from which step."""
+        lines = [f"#   {c['key']}: {c['from']!r} -> {c['to']!r} from step {c['step']}" for c in changes]
+        head = "# changed on --resume (the values below are the latest):\n" + "\n".join(lines) + "\n" if lines else ""
+        atomic_write_text(self.spec, head + dump_text(document))
+
+    def write_vocab(self, chars: tuple[str, ...], block: int) -> None:
+        self.write_json("vocab.json", {"chars": "".join(chars), "block": block})
+
+    def vocab(self) -> tuple[str, int]:
+        """The alphabet and context length of a character-level run."""
+        if not (self.path / "vocab.json").is_file():
+            raise DlspecError.single(f"{self.path} has no vocab.json: it is not a run of a text (character-level) "
+                                     "model", usage=True, hint="train a spec whose data set has `kind: text` first")
+        vocab = self.read_json("vocab.json", "{chars: the alphabet, block: the context length}")
+        chars, block = vocab.get("chars"), vocab.get("block")
+        if not isinstance(chars, str) or not chars or not isinstance(block, int) or isinstance(block, bool) or block < 1:
+            raise DlspecError.single(f"{self.path / 'vocab.json'} is damaged: chars {shorten(repr(chars), 40)}, block "
+                                     f"{shorten(repr(block), 40)}", expected="chars: a non-empty string, block: an int >= 1")
+        return chars, block
+
+    def prune_steps(self, keep: int | None) -> None:
+        """Keep the newest `keep` step-N.pt files (all when None)."""
+        if keep is not None:
+            files = self.step_files()
+            for old in files[:max(len(files) - keep, 0)]:
+                old.unlink()
+
+
+def weights_path(path: Path, which: str | None = None, loc: Loc | None = None) -> Path:
+    """A weights or checkpoint file as given, or the weights of a run directory (or of its checkpoints/
+    folder): `which` of them, else the first of WEIGHTS_ORDER that exists. `loc` locates the error."""
+    if not path.is_dir():
+        if not path.is_file():
+            raise DlspecError.single(f"checkpoint {path} does not exist", loc, usage=loc is None,
+                                     hint="give a weights.pt, a checkpoint .pt, or a run directory")
+        return path
+    run = RunDir(path.parent if path.name == "checkpoints" and not (path / "checkpoints").is_dir() else path)
+    for choice in (which,) if which else WEIGHTS_ORDER:
+        if run.weights_file(choice).is_file():
+            return run.weights_file(choice)
+    names = (which,) if which else WEIGHTS_ORDER
+    raise DlspecError.single(f"no {'or '.join(f'{n} ' for n in names)}weights in run directory {path}", loc,
+                             usage=loc is None, expected=" or ".join(str(run.weights_file(n)) for n in names),
+                             hint="pass the run directory written by `dlspec train`, or a checkpoint file")
+
+
+def spec_of(path: Path) -> tuple[Path, Path | None]:
+    """The resolved spec of a run directory, and where its relative paths start (the original spec's folder)."""
+    run = RunDir(path)
+    if not run.spec.is_file():
+        raise DlspecError.single(f"{path} is not a run directory (no spec.yaml)", usage=True,
+                                 hint="pass the directory `dlspec train` printed (its --out, or runs/NAME)")
+    base = run.record().get("base_dir")
+    if base is not None and not isinstance(base, str):
+        raise DlspecError.single(f"{run.path / 'run.json'}: base_dir is {shorten(repr(base), 40)}", expected="a folder path")
+    return run.spec, Path(base) if base else None
 
 
 def new(out: Path | None, name: str) -> RunDir:
@@ -96,7 +182,7 @@ def existing(path: Path) -> RunDir:
 
 def load_last(run: RunDir) -> dict:
     """The checkpoint a resume starts from; a damaged one names the step checkpoints that could replace it."""
-    steps = sorted(run.checkpoints.glob("step-*.pt"))
+    steps = run.step_files()
     hint = (f"the newest step checkpoint is {steps[-1]}; copy it over {run.last} to resume from there"
             if steps else "nothing else to resume from: start the run again")
     state = checkpoint.load(run.last, hint=hint)

@@ -12,23 +12,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from dlspec.core.errors import DlspecError
-from dlspec.train import checkpoint
-
-
-def resolve_weights(path: Path) -> Path:
-    """A weights file, a checkpoint, or a run directory (its final weights, else its last checkpoint)."""
-    if path.is_dir():
-        for candidate in (path / "weights.pt", path / "checkpoints" / "last.pt"):
-            if candidate.is_file():
-                return candidate
-    return path
+from dlspec.train import checkpoint, rundir
 
 
 def init_from(model: torch.nn.Module, cfg: Mapping[str, Any], base_dir: Path, locate) -> dict[str, list[str]]:
-    path = resolve_weights(base_dir / cfg["checkpoint"])
-    if not path.is_file():
-        raise DlspecError.single(f"init_from: no checkpoint at {path}", locate(("training", "init_from", "checkpoint")),
-                                 hint="give a weights.pt, a checkpoint .pt, or a run directory (relative to the spec)")
+    path = rundir.weights_path(base_dir / cfg["checkpoint"], loc=locate(("training", "init_from", "checkpoint")))
     source = checkpoint.load(path)["model"]
     own = model.state_dict()
     include, exclude = cfg.get("include", ["*"]), cfg.get("exclude", [])
