@@ -42,7 +42,10 @@ def _imported_modules(folder: Path) -> dict[str, str]:
 
 
 def _distributions(module: str) -> set[str]:
-    return {d.lower().replace("_", "-") for d in importlib.metadata.packages_distributions().get(module, [])}
+    """The distributions that provide `module`; one not installed here (an extra such as `bench`) is taken to be
+    the distribution of the same name, as lightning is."""
+    installed = importlib.metadata.packages_distributions().get(module) or [module]
+    return {d.lower().replace("_", "-") for d in installed}
 
 
 def _undeclared(folder: Path, declared: set[str], local: set[str]) -> list[str]:
