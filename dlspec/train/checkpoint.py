@@ -95,7 +95,7 @@ def _check_sealed(obj: dict, path: Path, hint: str | None) -> None:
     actual = checksums(obj)
     for name in sorted(set(actual) | set(recorded)):
         if actual.get(name) != recorded.get(name):
-            what = "its fields (step, position, settings)" if name == FIELDS else f"tensor '{name}'"
+            what = "its fields (step, state, settings)" if name == FIELDS else f"tensor '{name}'"
             raise DlspecError.single(f"checkpoint {path} is corrupted: {what} does not match the checksum written "
                                      "with it", hint=hint or "the file was changed or damaged after it was written: "
                                      "use another checkpoint")

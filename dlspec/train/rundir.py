@@ -188,7 +188,7 @@ def load_last(run: RunDir) -> dict:
     state = checkpoint.load(run.last, hint=hint)
     if state.get("kind") != "checkpoint":
         raise DlspecError.single(f"{run.last} holds {str(state.get('kind') or 'unknown')[:40]} data, not a training "
-                                 "checkpoint (no optimizer, schedule or position)", hint=hint)
+                                 "checkpoint (no optimizer, schedule or state)", hint=hint)
     for field, ok, expected in _FIELDS:
         if field not in state or not ok(state[field]):
             raise DlspecError.single(f"{run.last}: field '{field}' is {shorten(repr(state.get(field)), 60)}",
@@ -200,16 +200,22 @@ def _count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
 
 
+def _state(v) -> bool:
+    """The Trainer's State as saved: counts where counts belong, numbers (or nothing yet) for the metric values."""
+    counts, values = ("step", "epoch", "batch", "stop_bad"), ("best", "stop_best")
+    return (isinstance(v, dict) and set(v) == set(counts + values + ("best_step",))
+            and all(_count(v[k]) for k in counts) and (v["best_step"] is None or _count(v["best_step"]))
+            and all(v[k] is None or (isinstance(v[k], (int, float)) and not isinstance(v[k], bool)) for k in values))
+
+
 # what a resume reads from last.pt, beyond the state dicts torch checks itself
 _FIELDS = (
     ("step", _count, "a step count"),
-    ("position", lambda v: isinstance(v, list) and len(v) == 2 and all(map(_count, v)), "[epoch, batch]"),
+    ("state", lambda v: _state(v), "{step, epoch, batch, best, best_step, stop_best, stop_bad}: where the run is"),
     ("metrics_bytes", _count, "a size in bytes"),
     ("optimizer", lambda v: isinstance(v, dict), "an optimizer state dict"),
     ("schedule", lambda v: isinstance(v, dict), "a schedule state dict"),
     ("scaler", lambda v: v is None or isinstance(v, dict), "a GradScaler state dict or None"),
-    ("tracker", lambda v: isinstance(v, dict) and set(v) <= {"best", "best_step", "stop_best", "stop_bad"},
-     "the best-metric tracker"),
     ("rng", lambda v: isinstance(v, list) and bool(v) and all(isinstance(r, dict) for r in v), "one RNG state per process"),
 )
 

@@ -104,7 +104,7 @@ def prepare(spec: Any, cfg: config.TrainConfig, world: distributed.World, device
     saved, run, model_changes = None, None, None
     if resume_from is not None:
         run = rundir.existing(resume_from)
-        saved = _upgrade(rundir.load_last(run))
+        saved = rundir.load_last(run)
         model_changes = rundir.check_same_model(saved, spec, force)
     batches_per_epoch = len(D.train_batches(len(data.train), cfg.data, cfg.seed, 0, world.rank, world.size))
     if batches_per_epoch == 0:
@@ -182,15 +182,6 @@ def _restore(s: Setup) -> None:
         checkpoint.set_rng_state(rngs[s.world.rank])
     else:  # another world size: the data position carries over, the dropout stream cannot
         _seed(s.cfg.seed + s.world.rank + step)
-
-
-def _upgrade(saved: dict) -> dict:
-    """A checkpoint from before `state` and the schedule's plan: the same facts under their new names."""
-    if "state" not in saved:
-        (epoch, batch), tracker = saved["position"], saved.get("tracker", {})
-        saved["state"] = {"step": saved["step"], "epoch": epoch, "batch": batch, **tracker}
-    saved.setdefault("schedule", {})
-    return saved
 
 
 def _throughput(spec, cfg: config.TrainConfig, data: D.Data, device: torch.device, world) -> Throughput:
