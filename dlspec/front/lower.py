@@ -328,7 +328,30 @@ def _attr_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple
             except ExprError as exc:
                 raise low.fail(str(exc), scope.locate(path + (i,)), path + (i,), scope=scope) from None
         return out
+    if t == "struct":
+        return _struct_value(low, scope, attr, raw, path)
     return raw  # refs are resolved by the caller
+
+
+def _struct_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple) -> dict:
+    """A struct attribute (`rope: {theta: rope_theta}`): each field resolved like an attribute, defaults filled in."""
+    if not isinstance(raw, dict):
+        raise low.fail(f"expected a mapping of {', '.join(f.name for f in attr.fields)}, got {raw!r}",
+                       scope.locate(path), path, scope=scope)
+    for key in raw:
+        if attr.fields and key not in {f.name for f in attr.fields}:
+            raise low.fail(f"unknown field '{key}' in {attr.name}", scope.key_locate(path + (key,)), path + (key,),
+                           expected=", ".join(f.name for f in attr.fields),
+                           hint=did_you_mean(key, [f.name for f in attr.fields]), scope=scope)
+    out = {}
+    for sub in attr.fields:
+        if sub.name in raw:
+            out[sub.name] = _attr_value(low, scope, sub, raw[sub.name], path + (sub.name,))
+        elif sub.required:
+            raise low.fail(f"{attr.name} needs '{sub.name}' ({sub.doc})", scope.locate(path), path, scope=scope)
+        else:
+            out[sub.name] = sub.default
+    return out
 
 
 def _lower_layer(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, kind: LayerKind,

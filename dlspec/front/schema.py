@@ -61,6 +61,11 @@ def _attr_schema(attr: Attr) -> dict:
     if attr.type == "str":
         # not an enum: inside a block the value may name a block parameter; lowering checks the choices
         schema = {"type": "string", **({"examples": list(attr.choices)} if attr.choices else {})}
+    elif attr.type == "struct":
+        schema = {"type": "object", "properties": {f.name: _attr_schema(f) for f in attr.fields},
+                  "additionalProperties": False}
+        if any(f.required for f in attr.fields):
+            schema["required"] = [f.name for f in attr.fields if f.required]
     else:
         schema = dict(_ATTR_TYPES[attr.type])
     if attr.type == "padding":
@@ -150,8 +155,12 @@ def build_schema(dispatch: bool = False) -> dict:
     dim_decl = {"anyOf": [{"type": "integer", "minimum": 1},
                           {"type": "object", "additionalProperties": False,
                            "properties": {"example": {"type": "integer", "minimum": 1}, "min": {"type": "integer", "minimum": 0},
-                                          "max": {"type": "integer", "minimum": 1}}}],
-                "description": "Example size of a symbolic dim (used for summaries and export), or {example, min, max}."}
+                                          "max": {"type": "integer", "minimum": 1},
+                                          "multiple_of": {"type": "integer", "minimum": 1,
+                                                          "description": "Every allowed size is a multiple of this "
+                                                                         "(a U-Net's H: 16); shape checks use it."}}}],
+                "description": "Example size of a symbolic dim (used for summaries and export), or "
+                               "{example, min, max, multiple_of}."}
     defs["model"] = {
         "type": "object", "description": "The model: inputs, layers, outputs.", "additionalProperties": False,
         "required": ["inputs", "layers"],
