@@ -37,7 +37,8 @@ REDUCED = {
     "resnet18": ["model.vars.image=32", "model.vars.classes=10", "model.dims.B={example: 2, min: 2}"],
     # two bottleneck blocks per stage (a strided projection block, then an identity block) instead
     # of 3, 4, 6, 3: the exporters' time grows with the graph, not with the weights
-    "resnet50": ["model.vars.image=32", "model.vars.classes=10", "model.dims.B={example: 2, min: 2}"] + [f"model.layers.{i}.repeat=2" for i in (4, 5, 6, 7)],
+    "resnet50": ["model.vars.image=32", "model.vars.classes=10", "model.dims.B={example: 2, min: 2}"]
+    + [f"model.layers.{i}.repeat=2" for i in (4, 5, 6, 7)],
     "vit-b-16": _TRANSFORMER + ["model.vars.image=32", "model.vars.dim=32", "model.vars.mlp=64",
                                 "model.vars.classes=10"],
     # its 64 learned positions bound T: exported unbounded, torch.export refuses it (as

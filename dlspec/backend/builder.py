@@ -23,15 +23,17 @@ def source(spec: Spec, standalone: bool = False) -> str:
                     header=f"{spec.path.name} (spec hash {spec.spec_hash[:12]})")
 
 
-def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0) -> nn.Module:
-    """Build the nn.Module of a spec (a path, or a Spec from dlspec.load)."""
+def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0,
+          device: str | torch.device | None = None) -> nn.Module:
+    """Build the nn.Module of a spec (a path, or a Spec from dlspec.load); `device="meta"` builds it without
+    allocating its weights (shapes only), as summaries of 7B-parameter specs do."""
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path, overrides)
     text = source(spec)
     filename = f"<dlspec:{spec.name}:{spec.spec_hash[:12]}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     namespace: dict = {}
     exec(compile(text, filename, "exec"), namespace)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device(device or torch.get_default_device()):
         torch.manual_seed(seed)
         model = namespace[class_name(spec.name)]()
     model.dlspec_spec = spec

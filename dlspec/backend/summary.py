@@ -23,9 +23,16 @@ def node_params(graph: Graph) -> dict[str, int]:
     return out
 
 
-def summarize(spec: Spec) -> dict:
+def summarize(spec: Spec, model=None) -> dict:
+    """The summary of a spec; given its built module (on any device, the meta device included), the
+    parameter count is checked against the module's own."""
     graph = spec.graph
     counts = node_params(graph)
+    if model is not None:
+        built = sum(p.numel() for p in model.parameters())  # a tied Parameter is yielded once
+        if built != sum(counts.values()):
+            raise AssertionError(f"{spec.name}: the registry counts {sum(counts.values()):,} parameters, "
+                                 f"the built module has {built:,}")
     sizes = spec.example_sizes()
     batch = next((str(v.type.shape[0]) for v in graph.inputs if v.type.shape and not D.is_static(v.type.shape[0])), None)
     per_example = {**sizes, **({batch: 1} if batch else {})}
