@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
+from dlspec.core.layers import REGISTRY
 
 from .schema import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 
@@ -45,10 +46,17 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
     problems: list[Problem] = []
     dims = spec.dims
 
-    dynamic = tuple(section.get("dynamic", dims))
+    static = static_dims(spec)
+    dynamic = tuple(section.get("dynamic", [name for name in dims if name not in static]))
     for i, name in enumerate(dynamic):
         if name not in dims:
             problems.append(_unknown_dim(spec, ("export", "dynamic", i), name))
+        elif name in static:
+            problems.append(Problem(
+                f"dim '{name}' cannot be dynamic: {static[name]} runs a time loop over it, which torch.export unrolls",
+                spec.locate(("export", "dynamic", i)), format_path(("export", "dynamic", i)),
+                expected="dims no recurrent layer steps over", hint=f"remove '{name}' from export.dynamic: the export "
+                                                                   f"then runs at {name} = {dims[name].example}"))
         elif dims[name].max is not None and dims[name].max < 2:
             problems.append(Problem(
                 f"dim '{name}' cannot be dynamic: its max is {dims[name].max}",
@@ -70,7 +78,8 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
             if bad:
                 problems.append(Problem(
                     f"size {bad[0]} is outside the range of dim '{name}'", spec.locate(path), format_path(path),
-                    expected=f"sizes from {dims[name].min} to {dims[name].max if dims[name].max else 'any'}",
+                    expected=f"sizes from {dims[name].min} to {dims[name].max if dims[name].max else 'any'}"
+                             + (f", multiples of {dims[name].multiple_of}" if dims[name].multiple_of > 1 else ""),
                     hint=f"change the sizes, or the dim's min/max under model.dims.{name}"))
             sizes[name] = tuple(values)
 
@@ -89,15 +98,28 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
     )
 
 
+def static_dims(spec) -> dict[str, str]:
+    """Dims a layer needs at a fixed size in export (an LSTM's T) -> that layer, as `lstm 'encoder'`."""
+    out: dict[str, str] = {}
+    graph = spec.graph
+    for node in graph.nodes:
+        for dim in REGISTRY[node.op].static_dims(node.a, [graph.types[v] for v in node.inputs]):
+            for symbol in getattr(dim, "free_symbols", ()):
+                out.setdefault(str(symbol), f"{node.op} '{node.name}'")
+    return out
+
+
 def default_sizes(dim) -> tuple[int, ...]:
-    """1 (or the dim's min), its example size, and an odd size: the sizes exporters get wrong."""
+    """The dim's smallest size (1 unless it says otherwise), its example size, and an odd size (an odd
+    multiple of its multiple_of): the sizes exporters get wrong."""
     smallest = max(dim.min, 1)
-    odd = next((n for n in _ODD_SIZES if _fits(dim, n) and n not in (smallest, dim.example)), None)
+    step = getattr(dim, "multiple_of", 1)
+    odd = next((n * step for n in _ODD_SIZES if _fits(dim, n * step) and n * step not in (smallest, dim.example)), None)
     return tuple(sorted({smallest, dim.example} | ({odd} if odd else set())))
 
 
 def _fits(dim, size: int) -> bool:
-    return size >= max(dim.min, 1) and (dim.max is None or size <= dim.max)
+    return size >= max(dim.min, 1) and (dim.max is None or size <= dim.max) and size % getattr(dim, "multiple_of", 1) == 0
 
 
 def _formats(names: Sequence[str]) -> tuple[str, ...]:

@@ -110,10 +110,24 @@ def _concat_rule(a, ins):
         for j, (x, y) in enumerate(zip(first.shape, t.shape)):
             if j != i and D.equal(x, y) is not True:
                 raise ShapeError(f"concat along dim {a['dim']}: inputs differ at dim {j}: {first} vs {t}",
-                                 hint="all dims except the concat dim must match")
+                                 hint=_multiple_hint(x, y) or "all dims except the concat dim must match")
         total = total + t.shape[i]
         dtype = promote(dtype, t.dtype)
     return [TensorType(first.shape[:i] + (D.normalize(total),) + first.shape[i + 1:], dtype)]
+
+
+def _multiple_hint(x, y) -> str | None:
+    """When two sizes agree for multiples of some power of two (a U-Net's floor(H/8) and 2*floor(H/16)),
+    the dims declaration that proves it."""
+    names = sorted({str(s) for d in (x, y) for s in getattr(d, "free_symbols", ())})
+    if len(names) != 1:
+        return None
+    for power in range(1, 11):
+        with D.assume({names[0]: D.Bound(2 ** power, None, 2 ** power)}):
+            if D.equal(x, y):
+                return (f"they are equal when {names[0]} is a multiple of {2 ** power}: declare "
+                        f"`dims: {{{names[0]}: {{multiple_of: {2 ** power}, min: {2 ** power}}}}}`")
+    return None
 
 
 register(LayerKind("concat", "Joins two or more inputs along a dim (torch.cat).",
