@@ -19,6 +19,12 @@ REDUCED = {
     "vit-b-16": ["model.vars.image=32", "model.vars.layers=2"],
     "gpt2-small": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.context=64", "model.dims.T.max=64"],
     "bert-base": ["model.vars.layers=2", "model.vars.vocab=256"],
+    "llama2-7b": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.dim=64", "model.vars.heads=4",
+                  "model.vars.kv_heads=4", "model.vars.hidden=128"],
+    "llama3-8b": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.dim=64", "model.vars.heads=4",
+                  "model.vars.kv_heads=2", "model.vars.hidden=128"],
+    "mobilenet-v2": ["model.vars.image=64"],
+    "efficientnet-b0": ["model.vars.image=64"],
 }
 
 

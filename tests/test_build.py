@@ -16,6 +16,10 @@ PUBLISHED = {  # unique parameters, as published (torchvision / the original pap
     "vit-b-16": 86_567_656,
     "gpt2-small": 124_439_808,
     "bert-base": 109_482_240,
+    "llama2-7b": 6_738_415_616,
+    "llama3-8b": 8_030_261_248,
+    "mobilenet-v2": 3_504_872,
+    "efficientnet-b0": 5_288_548,
 }
 VALID_DIR = ROOT / "tests" / "specs" / "valid"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from dlspec.core import dims as D
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.core.layers import REGISTRY
 
@@ -37,6 +38,7 @@ class ExportConfig:
     seeds: int = SEEDS
     tolerance: Tolerance = Tolerance()
     external_data: bool | None = None  # None: only past protobuf's 2 GB limit
+    chosen: tuple[str, ...] = ()  # the dynamic dims the spec or command line named (the rest are defaults)
 
 
 def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None,
@@ -47,19 +49,26 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
     dims = spec.dims
 
     static = static_dims(spec)
-    dynamic = tuple(section.get("dynamic", [name for name in dims if name not in static]))
+    dynamic = tuple(section.get("dynamic", [name for name in dims if name not in static and _sizes(dims[name]) > 1
+                                            and not _may_derive_one(spec, name)]))
     for i, name in enumerate(dynamic):
         if name not in dims:
             problems.append(_unknown_dim(spec, ("export", "dynamic", i), name))
+        elif trace_size(spec, name) is None:
+            problems.append(Problem(
+                f"dim '{name}' cannot be dynamic: at each of its sizes some layer's output has a dim of size 1, "
+                "which torch.export fixes to 1", spec.locate(("export", "dynamic", i)),
+                format_path(("export", "dynamic", i)), expected="a dim with a size where every dim it sets is 2 or more",
+                hint=f"remove '{name}' from export.dynamic, or allow larger sizes under model.dims.{name}"))
         elif name in static:
             problems.append(Problem(
                 f"dim '{name}' cannot be dynamic: {static[name]} runs a time loop over it, which torch.export unrolls",
                 spec.locate(("export", "dynamic", i)), format_path(("export", "dynamic", i)),
                 expected="dims no recurrent layer steps over", hint=f"remove '{name}' from export.dynamic: the export "
                                                                    f"then runs at {name} = {dims[name].example}"))
-        elif dims[name].max is not None and dims[name].max < 2:
+        elif _sizes(dims[name]) < 2:
             problems.append(Problem(
-                f"dim '{name}' cannot be dynamic: its max is {dims[name].max}",
+                f"dim '{name}' cannot be dynamic: it takes one size ({dims[name].min})",
                 spec.locate(("export", "dynamic", i)), format_path(("export", "dynamic", i)),
                 expected="a dim that can take two sizes or more", hint=f"remove '{name}' from export.dynamic"))
 
@@ -95,7 +104,45 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
         tolerance=Tolerance(atol=_tolerance("atol", atol) if atol is not None else tolerance.get("atol", ATOL),
                             rtol=_tolerance("rtol", rtol) if rtol is not None else tolerance.get("rtol", RTOL)),
         external_data=section.get("external_data"),
+        chosen=dynamic if "dynamic" in section else (),
     )
+
+
+def _sizes(dim) -> float:
+    """How many sizes a dim allows (inf when it has no max)."""
+    return float("inf") if dim.max is None else (dim.max - dim.min) // dim.multiple_of + 1
+
+
+def _may_derive_one(spec, name: str) -> bool:
+    """Whether a size computed from this dim alone (a conv's output, not the dim itself) may be 1 at an
+    allowed size. torch.export assumes such sizes are not 1 and refuses a range where they are, so by
+    default the dim is exported at a fixed size; `export.dynamic` can still name it."""
+    bounds = {n: D.Bound(d.min, d.max, d.multiple_of) for n, d in spec.dims.items()}
+    with D.assume(bounds):
+        for t in spec.graph.types.values():
+            for d in t.shape:
+                if {str(s) for s in getattr(d, "free_symbols", ())} == {name} and not d.is_Symbol:
+                    low, _ = D.bounds(d)
+                    if low is None or low < 2:
+                        return True
+    return False
+
+
+def trace_size(spec, name: str) -> int | None:
+    """The size to trace a dynamic dim at: torch.export fixes any size it sees at 0 or 1 (a guard that
+    then fails at other sizes), so the smallest allowed size from the example (and 2) at which every size of
+    the model that depends on this dim is 2 or more (the other dims at their example); None if none is."""
+    dim = spec.dims[name]
+    sizes = spec.example_sizes()
+    dependent = {d for t in spec.graph.types.values() for d in t.shape
+                 if name in {str(s) for s in getattr(d, "free_symbols", ())}}
+    size = max(dim.example, 2 * dim.multiple_of)  # a multiple of m is exported as m * k: k at 2 or more too
+    last = min(dim.max if dim.max is not None else size + 256, size + 256)
+    while size <= last:
+        if dim.allows(size) and all(D.substitute(d, {**sizes, name: size}) >= 2 for d in dependent):
+            return size
+        size += 1
+    return None
 
 
 def static_dims(spec) -> dict[str, str]:

@@ -8,20 +8,19 @@ import torch
 from dlspec.core.errors import DlspecError, format_path
 from dlspec.core.expr import ExprError, evaluate
 
-from .config import ExportConfig
+from .config import ExportConfig, trace_size
 
 
 def trace_sizes(spec, config: ExportConfig) -> dict[str, int]:
     """Example sizes, with every dynamic dim at 2 or more.
 
-    torch.export specialises a dim traced at size 0 or 1 into a constant, so a
-    dynamic dim whose example is 1 is traced at 2 (a multiple of m at 2m); the exports
-    still run at 1, which parity checks.
+    torch.export specialises a dim traced at size 0 or 1 into a constant, so each
+    dynamic dim is traced where it and every dim that depends on it is 2 or more
+    (config.trace_size); the exports still run at 1, which parity checks.
     """
     sizes = spec.example_sizes()
     for name in config.dynamic:
-        # a dim declared a multiple of m is exported as m * k: k must not be traced at 1 either
-        sizes[name] = max(sizes[name], 2 * spec.dims[name].multiple_of)
+        sizes[name] = trace_size(spec, name)
     return sizes
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core import dims as D
-from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path
+from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path, unquoted_comma
 from ..core.expr import ExprError, evaluate, is_expression
 from ..core.ir import Graph, Node, TensorType, Value
-from ..core.layers import REGISTRY, Attr, LayerKind
+from ..core.layers import REGISTRY, Attr, LayerKind, kind_hint
 from .document import Document, load_document
 
 NODE_KEYS = ("id", "op", "from", "when", "repeat", "checkpoint", "trainable", "init", "tie", "outputs")
@@ -190,9 +190,8 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
         return current  # a node switched off by its condition passes its input through
 
     if op != "residual" and op not in REGISTRY and op not in low.blocks:
-        choices = list(REGISTRY) + list(low.blocks) + ["residual"]
         raise low.fail(f"unknown layer kind '{op}'", scope.locate(path + ("op",)) or loc, path + ("op",),
-                       hint=did_you_mean(op, choices) or "see docs/layers.md for the layer kinds", scope=scope)
+                       hint=kind_hint(op, list(low.blocks) + ["residual"]), scope=scope)
     repeat = _typed(low, scope, item.get("repeat", 1), int, path + ("repeat",))
     if repeat < 1:
         raise low.fail(f"repeat must be at least 1, got {repeat}", scope.locate(path + ("repeat",)), path + ("repeat",))
@@ -437,7 +436,8 @@ def _lower_block(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
     for key in args:
         if key not in params:
             raise low.fail(f"block '{op}' has no parameter '{key}'", scope.key_locate(path + (key,)), path + (key,),
-                           expected=", ".join(params) or "no parameters", hint=did_you_mean(key, list(params)), scope=scope)
+                           expected=", ".join(params) or "no parameters",
+                           hint=unquoted_comma(item, key) or did_you_mean(key, list(params)), scope=scope)
     block_locate = bdoc.locate
     env: dict = {}
     arg_scope = scope

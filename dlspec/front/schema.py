@@ -15,7 +15,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from ..core.errors import DlspecError, Problem, did_you_mean, format_path
+from ..core.errors import DlspecError, Problem, did_you_mean, format_path, unquoted_comma
 from ..core.layers import DTYPES, REGISTRY, Attr
 from ..export.schema import EXPORT_SCHEMA
 from ..train.schema import TRAINING_SCHEMA
@@ -266,7 +266,8 @@ def _problems(error: ValidationError, doc: Document) -> list[Problem]:
         allowed = sorted(error.schema.get("properties", {}))
         extra = [k for k in value if k not in allowed]
         return [Problem(f"unknown key '{k}' in {_what(doc, path)}", doc.locate(path + [k], key=True), format_path(path + [k]),
-                        expected=", ".join(allowed), hint=did_you_mean(k, allowed)) for k in extra]
+                        expected=", ".join(allowed), hint=unquoted_comma(value, k) or did_you_mean(k, allowed))
+                for k in extra]
     if kind == "required":
         missing = [k for k in error.validator_value if k not in value]
         descriptions = error.schema.get("properties", {})

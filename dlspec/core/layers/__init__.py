@@ -8,7 +8,8 @@ and the builder are all derived from this table; nothing else in dlspec
 branches on a layer kind. The kinds live in one module per family, listed here.
 """
 from . import activations, attention, combine, dense, embedding, norm, recurrent, shape, spatial, tensors  # noqa: F401
-from .base import DTYPES, FLOATS, INTS, REGISTRY, Attr, LayerKind, ShapeError, register
+from .base import DTYPES, FLOATS, INTS, REGISTRY, Attr, LayerKind, ShapeError, kind_hint, register
 from .combine import broadcast
 
-__all__ = ["DTYPES", "FLOATS", "INTS", "REGISTRY", "Attr", "LayerKind", "ShapeError", "broadcast", "register"]
+__all__ = ["DTYPES", "FLOATS", "INTS", "REGISTRY", "Attr", "LayerKind", "ShapeError", "broadcast", "kind_hint",
+           "register"]

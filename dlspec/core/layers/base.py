@@ -173,3 +173,33 @@ def with_scalar(dtype: str, scalar: Any) -> str:
     if isinstance(scalar, int) and not isinstance(scalar, bool) and dtype == "bool":
         return "int64"
     return dtype
+
+
+def kind_hint(name: str, others: Sequence[str] = ()) -> str:
+    """The hint for an unknown layer kind: a kind that goes by that name elsewhere (upsample: interpolate), a
+    near spelling (conv3: conv3d), else the closest real kind, offered only as the nearest name."""
+    import difflib
+    lowered = str(name).lower()
+    if _ALIASES.get(lowered) in REGISTRY:
+        return f"dlspec calls it '{_ALIASES[lowered]}'"
+    choices = list(REGISTRY) + list(others)
+    close = difflib.get_close_matches(lowered, choices, n=1, cutoff=0.75)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    nearest = difflib.get_close_matches(lowered, list(REGISTRY), n=1, cutoff=0.0)
+    return "see docs/layers.md for the layer kinds" + (f" (the nearest name is '{nearest[0]}')" if nearest else "")
+
+
+# What other libraries call some kinds: an unknown `op: upsample` is pointed at interpolate, not at `scale`.
+_ALIASES = {
+    "upsample": "interpolate", "upsampling": "interpolate", "resize": "interpolate", "dense": "linear",
+    "fc": "linear", "fully_connected": "linear", "cat": "concat", "concatenate": "concat", "tile": "repeat",
+    "swish": "silu", "batch_norm": "batch_norm2d", "batchnorm": "batch_norm2d", "instance_norm": "instance_norm2d",
+    "instancenorm": "instance_norm2d", "layernorm": "layer_norm", "rmsnorm": "rms_norm", "conv": "conv2d",
+    "deconv": "conv_transpose2d", "conv2d_transpose": "conv_transpose2d", "view": "reshape", "clip": "clamp",
+    "maxpool": "max_pool2d", "max_pool": "max_pool2d", "avgpool": "avg_pool2d", "avg_pool": "avg_pool2d",
+    "global_avg_pool": "adaptive_avg_pool2d", "hard_swish": "hardswish", "hard_sigmoid": "hardsigmoid",
+    "depth_to_space": "pixel_shuffle", "rotary": "rope", "rotary_embedding": "rope", "mha": "attention",
+    "multihead_attention": "attention", "self_attention": "attention", "subtract": "sub", "divide": "div",
+    "multiply": "mul", "power": "pow", "embed": "embedding", "padding": "pad",
+}
