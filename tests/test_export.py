@@ -21,6 +21,7 @@ import dlspec
 from dlspec.export import export
 from dlspec.export.config import static_dims
 from dlspec.export.formats import FORMATS
+from dlspec.front.spec import concrete_shape
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = [REPO / "tests" / "specs" / "valid" / f"{name}.yaml" for name in ("attention", "dag", "training-features")]
@@ -124,15 +125,23 @@ def test_onnx_file_is_checked_named_and_traceable_to_its_spec(exported):
     assert model.opset_import[0].domain == "" and model.opset_import[0].version == 22  # the default opset
     # input and output names from the spec; symbolic dims keep their names as dynamic axes, also
     # after ONNX's own strict shape inference
+    # (a dim exported static, as an LSTM's T, is its example size)
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    dynamic = json.loads(meta["dlspec.export"])["dynamic"] if "dlspec.export" in meta else list(spec.dims)
     inputs = {i.name: i for i in inferred.graph.input}
     for tensor in spec.inputs:
         dims = inputs[tensor.name].type.tensor_type.shape.dim
-        assert [d.dim_param or d.dim_value for d in dims] == list(tensor.shape)
+        assert [d.dim_param or d.dim_value for d in dims] == _axes(spec, tensor.shape, dynamic)
     assert [o.name for o in inferred.graph.output] == [t.name for t in spec.outputs]
     for output, tensor in zip(inferred.graph.output, spec.outputs):
         dims = output.type.tensor_type.shape.dim
-        assert [d.dim_param or d.dim_value for d in dims] == list(tensor.shape), output.name
+        assert [d.dim_param or d.dim_value for d in dims] == _axes(spec, tensor.shape, dynamic), output.name
+
+
+def _axes(spec, shape, dynamic) -> list:
+    """The ONNX axes of a spec shape: dynamic dims by name, the others at their example sizes."""
+    sizes = spec.example_sizes()
+    return [d if isinstance(d, int) or d in dynamic else concrete_shape([d], sizes)[0] for d in shape]
 
 
 def test_torchscript_and_pt2_carry_the_same_provenance(exported):
