@@ -76,21 +76,22 @@ def artifact_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
 
-_SPECIALISED = re.compile(r"You marked (\w+) as dynamic but your code specialized it|Not all values of (\w+) = ")
+_SPECIALISED = re.compile(r"You marked (\w+) as dynamic but your code specialized it")
 
 
 def trace(spec, model: torch.nn.Module, config: ExportConfig):
     """The torch.export program ONNX and .pt2 are made from, and the config it was made with: a dim exported
-    dynamic by default (not named in export.dynamic) that torch.export fixes to one size (an op that
-    specialises it, a size-1 case inside its range) is exported at its example size instead, so a default
-    export does not fail on it; a dim the spec names still fails, and the blame says why.
+    dynamic by default (not named in export.dynamic) that an op specialises to one size (torch's max_pool1d
+    with kernel 1 does) is exported at its example size instead, so a default export does not fail on it;
+    a dim the spec names still fails, and so does a range torch finds narrower than the spec's (the blame
+    gives the dims declaration that fixes it).
     Returns (config, a function giving the program or raising torch's error)."""
     while True:
         example = random_inputs(spec, trace_sizes(spec, config), seed=0)
         try:
             program = _torch_export(model, example, dynamic_shapes(spec, config))
         except Exception as e:  # torch raises several types; the message names the dim
-            names = {n for m in _SPECIALISED.finditer(str(e)) for n in m.groups() if n}
+            names = {m.group(1) for m in _SPECIALISED.finditer(str(e))}
             names = (names & set(config.dynamic)) - set(config.chosen)
             if not names:
                 return config, _raise(e)

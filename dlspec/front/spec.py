@@ -86,11 +86,13 @@ def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) ->
 
 def declared_bounds(doc: Document) -> dict[str, D.Bound]:
     """`model.dims` as the sizes each symbolic dim may take."""
-    out = {}
-    for name, decl in ((doc.data.get("model") or {}).get("dims") or {}).items():
-        if isinstance(decl, dict):
-            out[name] = D.Bound(decl.get("min", 1), decl.get("max"), decl.get("multiple_of", 1))
-    return out
+    return {name: _bound(decl) for name, decl in ((doc.data.get("model") or {}).get("dims") or {}).items()}
+
+
+def _bound(decl: int | dict) -> D.Bound:
+    """A dim's declaration (an example size alone, or {example, min, max, multiple_of}) as its allowed sizes."""
+    decl = decl if isinstance(decl, dict) else {}
+    return D.Bound(decl.get("min", 1), decl.get("max"), decl.get("multiple_of", 1))
 
 
 def _spec(doc: Document, graph: Graph) -> Spec:
@@ -111,7 +113,7 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                 name = str(sym)
                 decl = declared.get(name, {})
                 decl = {"example": decl} if isinstance(decl, int) else decl
-                bound = D.Bound(decl.get("min", 1), decl.get("max"), decl.get("multiple_of", 1))
+                bound = _bound(decl)
                 low, high, step = bound.smallest, bound.largest, bound.multiple_of
                 default = -(-(2 if name == "B" else 8) // step) * step
                 example = decl.get("example", max(low, min(default, high)) if high is not None else max(low, default))
