@@ -23,8 +23,9 @@ REDUCED = {
                   "model.vars.kv_heads=4", "model.vars.hidden=128"],
     "llama3-8b": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.dim=64", "model.vars.heads=4",
                   "model.vars.kv_heads=2", "model.vars.hidden=128"],
-    "mobilenet-v2": ["model.vars.image=64"],
-    "efficientnet-b0": ["model.vars.image=64"],
+    # 64x64 keeps every map at 2x2 or more; two blocks a stage (the strided one, then an identity one)
+    "mobilenet-v2": ["model.vars.image=64"] + [f"model.layers.{i}.repeat=2" for i in (3, 4, 5, 6)],
+    "efficientnet-b0": ["model.vars.image=64"] + [f"model.layers.{i}.repeat=2" for i in (4, 5, 6)],
 }
 
 

@@ -202,22 +202,27 @@ def _combine(directions: list[int | None]) -> int | None:
 
 
 def smallest_min(dim, at_least: int) -> dict[str, int] | None:
-    """For a dim of one symbol that may fall below `at_least`: the smallest allowed size of that symbol
-    that keeps it there (for a hint), or None when none below 2**20 does."""
+    """For a dim of one symbol that grows with it and may fall below `at_least`: the smallest allowed size
+    of that symbol from which it stays there (for a hint), or None (several symbols, no such size below
+    2**20, or a form whose growth cannot be read)."""
     if is_static(dim):
         return None
-    syms = sorted(sympy.sympify(dim).free_symbols, key=str)
-    if len(syms) != 1:
+    expr = sympy.sympify(dim)
+    syms = sorted(expr.free_symbols, key=str)
+    if len(syms) != 1 or _direction(expr, syms[0]) != 1:
         return None
     b = bound(str(syms[0]))
-    size = b.smallest
-    while size < 2**20 and (b.max is None or size <= b.max):
-        value = sympy.sympify(dim).subs(syms[0], size)
-        if value >= at_least and all(sympy.sympify(dim).subs(syms[0], s) >= at_least
-                                      for s in range(size, size + 64 * b.multiple_of, b.multiple_of)):
-            return {str(syms[0]): size}
-        size += b.multiple_of
-    return None
+    first, last = b.smallest // b.multiple_of, (b.largest if b.largest is not None else 2**20) // b.multiple_of
+
+    def enough(k: int) -> bool:
+        return expr.subs(syms[0], k * b.multiple_of) >= at_least
+
+    if first > last or not enough(last):
+        return None
+    while first < last:  # bisect: expr never decreases as the symbol grows
+        middle = (first + last) // 2
+        first, last = (first, middle) if enough(middle) else (middle + 1, last)
+    return {str(syms[0]): first * b.multiple_of}
 
 
 def substitute(dim, sizes: dict[str, int]) -> int:
