@@ -161,7 +161,9 @@ def default_sizes(dim) -> tuple[int, ...]:
     multiple of its multiple_of): the sizes exporters get wrong."""
     smallest = max(dim.min, 1)
     step = getattr(dim, "multiple_of", 1)
-    odd = next((n * step for n in _ODD_SIZES if _fits(dim, n * step) and n * step not in (smallest, dim.example)), None)
+    # odd multiples from the smallest: 17 x 16 would make a U-Net check 272 x 272 images
+    odd_factors = _ODD_SIZES if step == 1 else sorted(_ODD_SIZES)
+    odd = next((n * step for n in odd_factors if _fits(dim, n * step) and n * step not in (smallest, dim.example)), None)
     return tuple(sorted({smallest, dim.example} | ({odd} if odd else set())))
 
 
