@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
@@ -232,16 +231,3 @@ def substitute(dim, sizes: dict[str, int]) -> int:
     if not value.is_Number:
         raise ValueError(f"no size given for {sorted(str(s) for s in value.free_symbols)}")
     return int(value)
-
-
-def numel(shape: Iterable) -> int | sympy.Expr:
-    return product(shape)
-
-
-def fmt(dim) -> str:
-    return str(dim)
-
-
-def isqrt_exact(n: int) -> int | None:
-    r = math.isqrt(n)
-    return r if r * r == n else None
