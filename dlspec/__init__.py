@@ -14,7 +14,8 @@ def load(path, overrides=()):
     return _load(path, overrides)
 
 
-def build(spec_or_path, overrides=(), seed: int = 0):
-    """Build the spec's nn.Module (forward takes the spec's inputs in order). Raises DlspecError."""
+def build(spec_or_path, overrides=(), seed: int = 0, device=None):
+    """Build the spec's nn.Module (forward takes the spec's inputs in order); `device="meta"` builds it
+    without allocating weights. Raises DlspecError."""
     from .backend.builder import build as _build
-    return _build(spec_or_path, overrides, seed)
+    return _build(spec_or_path, overrides, seed, device)

@@ -67,9 +67,10 @@ def _build_run(args) -> int:
     from .core.files import atomic_write_text
     from .front.spec import load
     spec = load(args.spec, args.overrides)
-    # the weights are allocated only when saved: a summary of a model too big for this machine still works
+    # without --out no weight is needed: the meta device builds the module (proving the generated code
+    # constructs) with shapes only, so a 7B spec summarises in seconds and no memory
     model = build(spec, seed=args.seed, device=None if args.out else "meta")
-    summary = summarize(spec)
+    summary = summarize(spec, model)
     if args.emit_python:
         atomic_write_text(Path(args.emit_python), source(spec, standalone=True))
     if args.out:

@@ -23,9 +23,18 @@ def _default(attr) -> str:
     return "required" if attr.required else f"`{json.dumps(attr.default)}`"
 
 
+def _fields(attr, depth: int = 0) -> str:
+    """A struct attribute's fields, for its table cell: `theta` (float, default `10000.0`): ..."""
+    if not attr.fields:
+        return ""
+    parts = [f"`{f.name}` ({f.type}, {_default(f)}): {f.doc}" + (f", one of {', '.join(f.choices)}" if f.choices else "")
+             + (f" {{{_fields(f, depth + 1).strip()}}}" if f.fields else "") for f in attr.fields]
+    return (" Fields: " if depth == 0 else "") + "; ".join(parts) + ("." if depth == 0 else "")
+
+
 def reference_text() -> str:
     lines = ["# Layer reference", "",
-             "Generated from the layer registry (`dlspec/core/layers.py`) and the standard blocks (`dlspec/stdlib/`) by",
+             "Generated from the layer registry (`dlspec/core/layers/`) and the standard blocks (`dlspec/stdlib/`) by",
              "`python -m dlspec.reference`. Every layer also takes the common node keys: `id`, `from`, `when`, `repeat`,",
              "`checkpoint`, `trainable`, `init`, `tie`, `outputs` (see [the spec language](spec-language.md)).", "",
              "## Layer kinds", ""]
@@ -38,7 +47,7 @@ def reference_text() -> str:
         if kind.attrs:
             lines += ["| attribute | type | default | meaning |", "|---|---|---|---|"]
             for a in kind.attrs:
-                meaning = a.doc + (f" One of: {', '.join(a.choices)}." if a.choices else "")
+                meaning = a.doc + (f" One of: {', '.join(a.choices)}." if a.choices else "") + _fields(a)
                 lines.append(f"| `{a.name}` | {a.type} | {_default(a)} | {meaning} |")
     lines += ["", "## Standard blocks", "",
               "Written in the spec language and available in every spec by name (`op: gpt_block`).", ""]

@@ -13,11 +13,19 @@ INVALID = sorted((ROOT / "tests" / "specs" / "invalid").glob("*.yaml"))
 
 # Big architectures are checked at reduced sizes through the same --set overrides users have.
 REDUCED = {
-    "resnet18": ["model.vars.image=32"],
-    "resnet50": ["model.vars.image=32"],
+    # at 32x32 the last stage is 1x1: batch norm then needs two examples a batch to train
+    "resnet18": ["model.vars.image=32", "model.dims.B={example: 2, min: 2}"],
+    "resnet50": ["model.vars.image=32", "model.dims.B={example: 2, min: 2}"],
     "vit-b-16": ["model.vars.image=32", "model.vars.layers=2"],
     "gpt2-small": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.context=64", "model.dims.T.max=64"],
     "bert-base": ["model.vars.layers=2", "model.vars.vocab=256"],
+    "llama2-7b": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.dim=64", "model.vars.heads=4",
+                  "model.vars.kv_heads=4", "model.vars.hidden=128"],
+    "llama3-8b": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.dim=64", "model.vars.heads=4",
+                  "model.vars.kv_heads=2", "model.vars.hidden=128"],
+    # 64x64 keeps every map at 2x2 or more; two blocks a stage (the strided one, then an identity one)
+    "mobilenet-v2": ["model.vars.image=64"] + [f"model.layers.{i}.repeat=2" for i in (3, 4, 5, 6)],
+    "efficientnet-b0": ["model.vars.image=64"] + [f"model.layers.{i}.repeat=2" for i in (4, 5, 6)],
 }
 
 

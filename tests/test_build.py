@@ -16,6 +16,10 @@ PUBLISHED = {  # unique parameters, as published (torchvision / the original pap
     "vit-b-16": 86_567_656,
     "gpt2-small": 124_439_808,
     "bert-base": 109_482_240,
+    "llama2-7b": 6_738_415_616,
+    "llama3-8b": 8_030_261_248,
+    "mobilenet-v2": 3_504_872,
+    "efficientnet-b0": 5_288_548,
 }
 VALID_DIR = ROOT / "tests" / "specs" / "valid"
 
@@ -69,7 +73,7 @@ def test_state_dict_keys_follow_the_spec():
     model = dlspec.build(ROOT / "specs" / "gpt2-small.yaml", overrides_for(ROOT / "specs" / "gpt2-small.yaml"))
     keys = set(model.state_dict())
     assert {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.1.attn.qkv.weight", "h.1.mlp.fc.bias", "ln_f.bias"} <= keys
-    resnet = dlspec.build(ROOT / "specs" / "resnet18.yaml", ["model.vars.image=32"])
+    resnet = dlspec.build(ROOT / "specs" / "resnet18.yaml", overrides_for(ROOT / "specs" / "resnet18.yaml"))
     assert "layer2.0.downsample_conv.weight" in resnet.state_dict() and "layer2.1.conv1.weight" in resnet.state_dict()
 
 

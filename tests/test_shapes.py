@@ -27,7 +27,8 @@ def test_seed_cnn_at_16x16_validates_with_symbolic_batch():
 def test_symbolic_dims_flow_through_arithmetic():
     spec = dlspec.load(ROOT / "tests" / "specs" / "valid" / "layer-zoo.yaml")
     assert spec.outputs[2].shape == ("B", "L + 1", 6)
-    spec = dlspec.load(ROOT / "specs" / "resnet18.yaml", ["model.inputs.image.shape=[B, 3, H, H]"])
+    spec = dlspec.load(ROOT / "specs" / "resnet18.yaml", ["model.inputs.image.shape=[B, 3, H, H]",
+                                                             "model.dims={B: 2, H: {example: 64, min: 64}}"])
     conv1 = spec.graph.types["conv1"].shape[2]
     assert isinstance(conv1, sympy.Basic) and "floor" in str(conv1)
 

@@ -632,6 +632,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
 
 def test_nan_guard_skip_leaves_the_model_untouched(tmp_path):
     model = {"inputs": {"features": {"shape": ["B", 4], "dtype": "float32"}},
+             "dims": {"B": {"min": 2}},  # batch norm trains on two or more examples a batch
              "layers": [{"id": "fc1", "op": "linear", "in": 4, "out": 8}, {"id": "bn", "op": "batch_norm1d", "dim": 8},
                         "relu", {"id": "head", "op": "linear", "in": 8, "out": 3}], "outputs": {"logits": "head"}}
     summary, run = train(tmp_path, model, {"epochs": 1, "nan_guard": "skip", "data": _nan_data(tmp_path),

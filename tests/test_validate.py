@@ -3,7 +3,7 @@ import re
 
 import pytest
 from jsonschema import Draft202012Validator
-from support import INVALID, SPECS, VALID
+from support import INVALID, ROOT, SPECS, VALID
 
 import dlspec
 from dlspec.core.errors import DlspecError
@@ -96,3 +96,30 @@ def test_yaml_1_1_words_where_a_boolean_is_expected_say_what_to_write(tmp_path):
     (p,) = info.value.problems
     assert p.message == 'expected true/false, got string "yes"' and "write true or false" in p.hint
     assert (p.loc.line, p.loc.col) == (7, 42)
+
+
+def _hint(tmp_path, layer: str) -> str:
+    path = tmp_path / "s.yaml"
+    path.write_text("dlspec: 1\nname: s\nmodel:\n  vars: {ch: 16}\n  inputs: {x: {shape: [B, 8]}}\n"
+                    f"  layers:\n    - {layer}\n")
+    with pytest.raises(DlspecError) as info:
+        dlspec.load(path)
+    return info.value.problems[0].hint
+
+
+def test_hints_suggest_only_likely_kinds(tmp_path):
+    assert _hint(tmp_path, "{op: relu6x}") == "did you mean 'relu6'?"
+    assert _hint(tmp_path, "{op: upsample, scale: 2.0}") == "dlspec calls it 'interpolate'"  # not 'scale'
+    assert _hint(tmp_path, "{op: convolution3}") == "see docs/layers.md for the layer kinds (the nearest name is 'conv3d')"
+    dlspec.load(ROOT / "specs" / "mobilenet-v2.yaml")  # relu6 is a kind: no "did you mean 'relu'" workaround
+
+
+def test_every_alias_names_a_kind():
+    from dlspec.core.layers import REGISTRY
+    from dlspec.core.layers.base import _ALIASES
+    assert set(_ALIASES.values()) <= set(REGISTRY) and not set(_ALIASES) & set(REGISTRY)
+
+
+def test_an_unquoted_comma_gets_the_quoted_expression_as_its_hint(tmp_path):
+    hint = 'quote an expression that has a comma, or YAML splits it there: `out: "max(1, ch // 4)"`'
+    assert _hint(tmp_path, "{op: linear, in: 8, out: max(1, ch // 4)}") == hint

@@ -28,13 +28,13 @@ def source(spec: Spec, standalone: bool = False) -> str:
 
 
 def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0,
-          device: str | None = None) -> nn.Module:
+          device: str | torch.device | None = None) -> nn.Module:
     """Build the nn.Module of a spec (a path, or a Spec from dlspec.load).
 
-    device="meta" builds it without allocating its parameters (for summaries); otherwise a model whose
-    parameters do not fit in memory is refused before the first allocation."""
+    device="meta" builds it without allocating its weights (shapes only: summaries of 7B-parameter specs);
+    otherwise a model whose parameters do not fit in memory is refused before the first allocation."""
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path, overrides)
-    if device != "meta":
+    if str(device) != "meta":
         check_parameters(spec.graph)
     text = source(spec)
     namespace = _namespace(text, f"<dlspec:{spec.name}:{spec.spec_hash[:12]}>")

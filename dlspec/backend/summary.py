@@ -32,9 +32,16 @@ def _node_macs(graph: Graph, node, sizes: dict[str, int]) -> int:
     return D.substitute(D.normalize(macs), sizes) if macs else 0
 
 
-def summarize(spec: Spec) -> dict:
+def summarize(spec: Spec, model=None) -> dict:
+    """The summary of a spec; given its built module (on any device, the meta device included), the
+    parameter count is checked against the module's own."""
     graph = spec.graph
     counts = node_params(graph)
+    if model is not None:
+        built = sum(p.numel() for p in model.parameters())  # a tied Parameter is yielded once
+        if built != sum(counts.values()):
+            raise AssertionError(f"{spec.name}: the registry counts {sum(counts.values()):,} parameters, "
+                                 f"the built module has {built:,}")
     sizes = spec.example_sizes()
     per_example = {**sizes, **({spec.batch_dim: 1} if spec.batch_dim else {})}
     rows, total_macs = [], 0

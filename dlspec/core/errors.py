@@ -102,6 +102,20 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def unquoted_comma(mapping: dict, key: str) -> str | None:
+    """YAML's flow style splits `{out: max(1, in_ch // 4)}` at the comma, into `out: 'max(1'` and a key
+    `in_ch // 4)`. For such a stray key (or the cut-off value): the hint to quote the expression."""
+    def opens(text) -> int:
+        return str(text).count("(") - str(text).count(")")
+    for name, value in mapping.items():
+        if isinstance(value, str) and opens(value) > 0:
+            rest = [k for k in mapping if isinstance(k, str) and opens(k) < 0 and mapping[k] is None]
+            if key == name or key in rest:
+                whole = ", ".join([value] + [k.strip() for k in rest])
+                return f"quote an expression that has a comma, or YAML splits it there: `{name}: \"{whole}\"`"
+    return None
+
+
 def format_path(path: Sequence[str | int]) -> str:
     out = ""
     for part in path:

@@ -31,7 +31,14 @@ _COMPARE: dict[type, Callable] = {
     ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
     ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
-_FUNCTIONS: dict[str, Callable] = {"min": min, "max": max, "int": int, "round": round, "sqrt": math.sqrt}
+def _rounding(exact: Callable, symbolic: Callable) -> Callable:
+    return lambda x: symbolic(x) if isinstance(x, sympy.Basic) else exact(x)
+
+
+# floor/ceiling: how shape inference writes dims such as floor(H/2 - 1/2) + 1, read back by concrete_shape
+_FUNCTIONS: dict[str, Callable] = {"min": min, "max": max, "int": int, "round": round, "sqrt": math.sqrt,
+                                   "floor": _rounding(math.floor, sympy.floor),
+                                   "ceiling": _rounding(math.ceil, sympy.ceiling)}
 _MAX_LENGTH = 500
 # Every integer an expression computes stays within int64, like any size or setting torch takes; checked
 # after each operation (and before a power is computed), so no expression builds a huge number.
@@ -178,7 +185,7 @@ def _eval_node(node: ast.AST, env: Mapping[str, object], symbolic: bool):
             raise ExprError(f"{node.func.id}() takes one value, got {len(args)}")
         return _FUNCTIONS[node.func.id](*args)
     raise ExprError(f"'{ast.unparse(node)}' is not allowed in an expression (only numbers, variables, + - * / // % **, "
-                    "comparisons, and/or/not, x if c else y, min/max/int/round/sqrt)")
+                    "comparisons, and/or/not, x if c else y, min/max/int/round/sqrt/floor/ceiling)")
 
 
 def _nonzero(value) -> None:

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 
 class MultiHeadAttention(nn.Module):
     """Multi-head (grouped-query) attention on F.scaled_dot_product_attention, so CUDA picks
-    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul."""
+    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul;
+    `rope` rotates queries and keys by position before attending (Llama)."""
 
     def __init__(self, dim: int, heads: int, kv_heads: Optional[int] = None, causal: bool = False,
-                 dropout: float = 0.0, bias: bool = True, cross: bool = False, kv_dim: Optional[int] = None):
+                 dropout: float = 0.0, bias: bool = True, cross: bool = False, kv_dim: Optional[int] = None,
+                 rope: Optional[nn.Module] = None):
         super().__init__()
         self.heads = heads
         self.kv_heads = kv_heads or heads
@@ -28,6 +30,8 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(dim, dim + 2 * self.kv_width, bias=bias)
         self.out = nn.Linear(dim, dim, bias=bias)
+        if rope is not None:
+            self.rope = rope
 
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -42,6 +46,8 @@ class MultiHeadAttention(nn.Module):
         q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
         v = v.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+        if hasattr(self, "rope"):  # positions 0..T-1 (TorchScript compiles only the branch this module has)
+            q, k = self.rope(q), self.rope(k)
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)  # (B, nh, S, hs)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
@@ -87,3 +93,104 @@ class ClassToken(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.token.expand(x.size(0), -1, -1).to(x.dtype), x], dim=1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoFormer) in Hugging Face Llama's layout: the rotated part of each head
+    (its first `fraction`) is two halves rotated against each other (rotate_half), not interleaved pairs,
+    so Llama checkpoints load as they are. Takes (..., T, head_dim) and positions 0..T-1, or given ones."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0, fraction: float = 1.0, scaling: Optional[dict] = None):
+        super().__init__()
+        self.rotated = int(head_dim * fraction) // 2 * 2
+        inv_freq = 1.0 / theta ** (torch.arange(0, self.rotated, 2, dtype=torch.int64).float() / self.rotated)
+        if scaling is not None:
+            inv_freq = self.scaled(inv_freq, scaling)
+        # not persistent: a function of the attributes, as in Hugging Face's checkpoints
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @staticmethod
+    def scaled(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+        """Longer contexts from the same weights: `linear` divides every frequency by `factor` (position
+        interpolation); `llama3` divides only the low ones, blending in between (Llama 3.1)."""
+        factor = scaling["factor"]
+        if scaling["kind"] == "linear":
+            return inv_freq / factor
+        low, high, context = scaling["low_freq_factor"], scaling["high_freq_factor"], scaling["original_context"]
+        wavelength = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelength > context / low, inv_freq / factor, inv_freq)
+        smooth = (context / wavelength - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelength >= context / high) & (wavelength <= context / low)
+        return torch.where(medium, blended, scaled)
+
+    def forward(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(x.size(-2), device=x.device)
+        freqs = positions.float()[..., None] * self.inv_freq  # (T, rot/2) or (B, T, rot/2)
+        angles = torch.cat([freqs, freqs], dim=-1)
+        if angles.dim() == 3 and x.dim() == 4:
+            angles = angles[:, None]  # (B, 1, T, rot): the same positions for every head
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        rot, rest = x[..., : self.rotated], x[..., self.rotated:]
+        half = self.rotated // 2
+        rotated = torch.cat([-rot[..., half:], rot[..., :half]], dim=-1)
+        return torch.cat([rot * cos + rotated * sin, rest], dim=-1)
+
+
+class Recurrent(nn.RNNBase):
+    """nn.LSTM or nn.GRU (mode 'LSTM' or 'GRU'; batch first, the same parameters) giving one output: every
+    step's, the last real step's, or the top layer's final state. With a [B, T] padding mask or [B] lengths
+    (padding at the end) each sequence runs over its real steps only, in both directions."""
+
+    def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, bias: bool = True, output: str = "sequence"):
+        super().__init__(mode, input_size, hidden_size, num_layers=num_layers, bias=bias, batch_first=True,
+                         dropout=dropout, bidirectional=bidirectional)
+        self.output = output
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,  # type: ignore[override]
+                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if mask is not None:
+            lengths = mask.to(torch.int64).sum(1)
+        if lengths is not None and self.bidirectional:
+            seq = self._by_direction(x, lengths)
+        else:  # padding comes last, so it changes no real step of a forward-only pass
+            directions = 2 if self.bidirectional else 1
+            seq = self._run(x, self._flat_weights, self.num_layers * directions, self.num_layers, self.bidirectional)
+        if lengths is not None:
+            real = torch.arange(seq.size(1), device=seq.device)[None, :] < lengths.to(torch.int64)[:, None]
+            seq = seq * real[:, :, None].to(seq.dtype)  # padded steps give zeros
+        if self.output == "sequence":
+            return seq  # (B, T, D*hidden)
+        if lengths is None:
+            last = seq[:, -1]
+        else:
+            index = (lengths.to(torch.int64) - 1).view(-1, 1, 1).expand(-1, 1, seq.size(2))
+            last = seq.gather(1, index).squeeze(1)  # (B, D*hidden): each sequence's last real step
+        if self.output == "last" or not self.bidirectional:
+            return last  # one direction: the top layer's final state is its last real step
+        return torch.cat([last[:, : self.hidden_size], seq[:, 0, self.hidden_size:]], dim=-1)  # backward ends at 0
+
+    def _run(self, x: torch.Tensor, weights: list[torch.Tensor], states: int, layers: int,
+             bidirectional: bool) -> torch.Tensor:
+        h = torch.zeros(states, x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
+        if self.mode == "LSTM":
+            return torch.lstm(x, [h, h], weights, self.bias, layers, float(self.dropout), self.training,
+                              bidirectional, True)[0]
+        return torch.gru(x, h, weights, self.bias, layers, float(self.dropout), self.training, bidirectional, True)[0]
+
+    def _by_direction(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Layer by layer, the backward pass over each sequence reversed within its length."""
+        steps = torch.arange(x.size(1), device=x.device)[None, :]
+        n = lengths.to(torch.int64)[:, None]
+        order = torch.where(steps < n, n - 1 - steps, steps)[:, :, None]  # (B, T, 1): reverses the real steps
+        per = 4 if self.bias else 2
+        for layer in range(self.num_layers):
+            ahead = self._run(x, self._flat_weights[2 * layer * per: (2 * layer + 1) * per], 1, 1, False)
+            flipped = x.gather(1, order.expand(-1, -1, x.size(2)))
+            back = self._run(flipped, self._flat_weights[(2 * layer + 1) * per: (2 * layer + 2) * per], 1, 1, False)
+            x = torch.cat([ahead, back.gather(1, order.expand(-1, -1, back.size(2)))], dim=-1)
+            if layer < self.num_layers - 1:
+                x = F.dropout(x, float(self.dropout), self.training)
+        return x

@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
+from dlspec.core import dims as D
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
+from dlspec.core.layers import REGISTRY
 
 from .schema import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 
@@ -36,6 +38,7 @@ class ExportConfig:
     seeds: int = SEEDS
     tolerance: Tolerance = Tolerance()
     external_data: bool | None = None  # None: only past protobuf's 2 GB limit
+    chosen: tuple[str, ...] = ()  # the dynamic dims the spec or command line named (the rest are defaults)
 
 
 def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None,
@@ -45,13 +48,27 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
     problems: list[Problem] = []
     dims = spec.dims
 
-    dynamic = tuple(section.get("dynamic", dims))
+    static = static_dims(spec)
+    dynamic = tuple(section.get("dynamic", [name for name in dims if name not in static and _sizes(dims[name]) > 1
+                                            and not _may_derive_one(spec, name)]))
     for i, name in enumerate(dynamic):
         if name not in dims:
             problems.append(_unknown_dim(spec, ("export", "dynamic", i), name))
-        elif dims[name].max is not None and dims[name].max < 2:
+        elif trace_size(spec, name) is None:
             problems.append(Problem(
-                f"dim '{name}' cannot be dynamic: its max is {dims[name].max}",
+                f"dim '{name}' cannot be dynamic: at each of its sizes some layer's output has a dim of size 1, "
+                "which torch.export fixes to 1", spec.locate(("export", "dynamic", i)),
+                format_path(("export", "dynamic", i)), expected="a dim with a size where every dim it sets is 2 or more",
+                hint=f"remove '{name}' from export.dynamic, or allow larger sizes under model.dims.{name}"))
+        elif name in static:
+            problems.append(Problem(
+                f"dim '{name}' cannot be dynamic: {static[name]} runs a time loop over it, which torch.export unrolls",
+                spec.locate(("export", "dynamic", i)), format_path(("export", "dynamic", i)),
+                expected="dims no recurrent layer steps over", hint=f"remove '{name}' from export.dynamic: the export "
+                                                                   f"then runs at {name} = {dims[name].example}"))
+        elif _sizes(dims[name]) < 2:
+            problems.append(Problem(
+                f"dim '{name}' cannot be dynamic: it takes one size ({dims[name].min})",
                 spec.locate(("export", "dynamic", i)), format_path(("export", "dynamic", i)),
                 expected="a dim that can take two sizes or more", hint=f"remove '{name}' from export.dynamic"))
 
@@ -66,11 +83,12 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
                                     expected=f"one of the dynamic dims: {', '.join(dynamic)}",
                                     hint=f"add '{name}' to export.dynamic, or remove its sizes"))
         else:
-            bad = [v for v in values if not _fits(dims[name], v)]
+            bad = [v for v in values if not dims[name].allows(v)]
             if bad:
                 problems.append(Problem(
                     f"size {bad[0]} is outside the range of dim '{name}'", spec.locate(path), format_path(path),
-                    expected=f"sizes from {dims[name].min} to {dims[name].max if dims[name].max else 'any'}",
+                    expected=f"sizes from {dims[name].min} to {dims[name].max if dims[name].max else 'any'}"
+                             + (f", multiples of {dims[name].multiple_of}" if dims[name].multiple_of > 1 else ""),
                     hint=f"change the sizes, or the dim's min/max under model.dims.{name}"))
             sizes[name] = tuple(values)
 
@@ -86,6 +104,7 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
         tolerance=Tolerance(atol=_tolerance("atol", atol) if atol is not None else tolerance.get("atol", ATOL),
                             rtol=_tolerance("rtol", rtol) if rtol is not None else tolerance.get("rtol", RTOL)),
         external_data=section.get("external_data"),
+        chosen=dynamic if "dynamic" in section else (),
     )
 
 
@@ -111,22 +130,70 @@ def recorded(spec, config: ExportConfig, exported, source: str) -> ExportConfig:
         if not isinstance(values, list) or not 1 <= len(values) <= MAX_RECORDED_SIZES:
             raise bad(f"dim '{name}' needs 1 to {MAX_RECORDED_SIZES} sizes")
         for v in values:
-            if not isinstance(v, int) or isinstance(v, bool) or not _fits(spec.dims[name], v):
+            if not isinstance(v, int) or isinstance(v, bool) or not spec.dims[name].allows(v):
                 raise bad(f"size {str(v)[:40]} of dim '{name}' is outside its range "
                           f"{spec.dims[name].min}..{spec.dims[name].max or 'unbounded'}")
         sizes[name] = tuple(values)
     return replace(config, dynamic=tuple(dynamic), sizes=sizes)
 
 
+def _sizes(dim) -> float:
+    """How many sizes a dim allows (inf when it has no max)."""
+    return float("inf") if dim.max is None else (dim.max - dim.min) // dim.multiple_of + 1
+
+
+def _may_derive_one(spec, name: str) -> bool:
+    """Whether a size computed from this dim alone (a conv's output, not the dim itself) may be 1 at an
+    allowed size. torch.export assumes such sizes are not 1 and refuses a range where they are, so by
+    default the dim is exported at a fixed size; `export.dynamic` can still name it."""
+    bounds = {n: D.Bound(d.min, d.max, d.multiple_of) for n, d in spec.dims.items()}
+    with D.assume(bounds):
+        for t in spec.graph.types.values():
+            for d in t.shape:
+                if {str(s) for s in getattr(d, "free_symbols", ())} == {name} and not d.is_Symbol:
+                    low, _ = D.bounds(d)
+                    if low is None or low < 2:
+                        return True
+    return False
+
+
+def trace_size(spec, name: str) -> int | None:
+    """The size to trace a dynamic dim at: torch.export fixes any size it sees at 0 or 1 (a guard that
+    then fails at other sizes), so the smallest allowed size from the example (and 2) at which every size of
+    the model that depends on this dim is 2 or more (the other dims at their example); None if none is."""
+    dim = spec.dims[name]
+    sizes = spec.example_sizes()
+    dependent = {d for t in spec.graph.types.values() for d in t.shape
+                 if name in {str(s) for s in getattr(d, "free_symbols", ())}}
+    size = max(dim.example, 2 * dim.multiple_of)  # a multiple of m is exported as m * k: k at 2 or more too
+    last = min(dim.max if dim.max is not None else size + 256, size + 256)
+    while size <= last:
+        if dim.allows(size) and all(D.substitute(d, {**sizes, name: size}) >= 2 for d in dependent):
+            return size
+        size += 1
+    return None
+
+
+def static_dims(spec) -> dict[str, str]:
+    """Dims a layer needs at a fixed size in export (an LSTM's T) -> that layer, as `lstm 'encoder'`."""
+    out: dict[str, str] = {}
+    graph = spec.graph
+    for node in graph.nodes:
+        for dim in REGISTRY[node.op].static_dims(node.a, [graph.types[v] for v in node.inputs]):
+            for symbol in getattr(dim, "free_symbols", ()):
+                out.setdefault(str(symbol), f"{node.op} '{node.name}'")
+    return out
+
+
 def default_sizes(dim) -> tuple[int, ...]:
-    """1 (or the dim's min), its example size, and an odd size: the sizes exporters get wrong."""
+    """The dim's smallest size (1 unless it says otherwise), its example size, and an odd size (an odd
+    multiple of its multiple_of): the sizes exporters get wrong."""
     smallest = max(dim.min, 1)
-    odd = next((n for n in _ODD_SIZES if _fits(dim, n) and n not in (smallest, dim.example)), None)
+    step = dim.multiple_of
+    # odd multiples from the smallest: 17 x 16 would make a U-Net check 272 x 272 images
+    odd_factors = _ODD_SIZES if step == 1 else sorted(_ODD_SIZES)
+    odd = next((n * step for n in odd_factors if dim.allows(n * step) and n * step not in (smallest, dim.example)), None)
     return tuple(sorted({smallest, dim.example} | ({odd} if odd else set())))
-
-
-def _fits(dim, size: int) -> bool:
-    return size >= max(dim.min, 1) and (dim.max is None or size <= dim.max)
 
 
 def _formats(names: Sequence[str]) -> tuple[str, ...]:

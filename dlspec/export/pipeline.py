@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,10 +60,12 @@ def write(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig,
     """Write each format of `config` into `out_dir`: the files written (with their content hashes), and a
     located problem for each format that could not be written."""
     model.eval()  # dropout off, batch norm on its running statistics
+    # ONNX and .pt2 are made from one torch.export program, traced first: it may make default dims static
+    config, program = trace(spec, model, config) if {"onnx", "pt2"} & set(config.formats) else (config, None)
     shapes = dynamic_shapes(spec, config)
     record = provenance(spec, weights, config)
     example = random_inputs(spec, trace_sizes(spec, config), seed=0)
-    job = Job(model, spec, config, example, shapes, record, _once(lambda: _torch_export(model, example, shapes)))
+    job = Job(model, spec, config, example, shapes, record, program or _once(lambda: _torch_export(model, example, shapes)))
 
     candidates, failed = [], {}
     for name in config.formats:
@@ -84,6 +86,41 @@ def write(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig,
 def artifact_stem(name: str) -> str:
     """A file name from the spec name: letters, digits, '.', '_' and '-' only."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+_SPECIALISED = re.compile(r"You marked (\w+) as dynamic but your code specialized it")
+
+
+def trace(spec, model: torch.nn.Module, config: ExportConfig):
+    """The torch.export program ONNX and .pt2 are made from, and the config it was made with: a dim exported
+    dynamic by default (not named in export.dynamic) that an op specialises to one size (torch's max_pool1d
+    with kernel 1 does) is exported at its example size instead, so a default export does not fail on it;
+    a dim the spec names still fails, and so does a range torch finds narrower than the spec's (the blame
+    gives the dims declaration that fixes it).
+    Returns (config, a function giving the program or raising torch's error)."""
+    while True:
+        example = random_inputs(spec, trace_sizes(spec, config), seed=0)
+        try:
+            program = _torch_export(model, example, dynamic_shapes(spec, config))
+        except Exception as e:  # torch raises several types; the message names the dim
+            names = {m.group(1) for m in _SPECIALISED.finditer(str(e))}
+            names = (names & set(config.dynamic)) - set(config.chosen)
+            if not names:
+                return config, _raise(e)
+            config = replace(config, dynamic=tuple(n for n in config.dynamic if n not in names),
+                             sizes={k: v for k, v in config.sizes.items() if k not in names})
+            continue
+        return config, _give(program)
+
+
+def _give(program):
+    return lambda: program
+
+
+def _raise(error: Exception):
+    def get():
+        raise error
+    return get
 
 
 def _torch_export(model: torch.nn.Module, example: tuple, shapes: dict) -> torch.export.ExportedProgram:

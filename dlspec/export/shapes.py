@@ -9,19 +9,19 @@ from dlspec.core.budget import check_activations
 from dlspec.core.errors import DlspecError, format_path
 from dlspec.core.expr import ExprError, evaluate
 
-from .config import ExportConfig
+from .config import ExportConfig, trace_size
 
 
 def trace_sizes(spec, config: ExportConfig) -> dict[str, int]:
     """Example sizes, with every dynamic dim at 2 or more.
 
-    torch.export specialises a dim traced at size 0 or 1 into a constant, so a
-    dynamic dim whose example is 1 is traced at 2; the exports still run at 1,
-    which parity checks.
+    torch.export specialises a dim traced at size 0 or 1 into a constant, so each
+    dynamic dim is traced where it and every dim that depends on it is 2 or more
+    (config.trace_size); the exports still run at 1, which parity checks.
     """
     sizes = spec.example_sizes()
     for name in config.dynamic:
-        sizes[name] = max(sizes[name], 2)
+        sizes[name] = trace_size(spec, name)
     return sizes
 
 
@@ -56,9 +56,14 @@ def dynamic_shapes(spec, config: ExportConfig) -> dict[str, dict[int, object]]:
     return shapes
 
 
-def _dim(dim) -> torch.export.Dim:
-    bounds = {"min": max(dim.min, 1)} | ({"max": dim.max} if dim.max is not None else {})
-    return torch.export.Dim(dim.name, **bounds)
+def _dim(dim):
+    """The spec's dim as torch.export sees it: `Dim`, or `m * Dim` for a dim declared a multiple of m."""
+    step = dim.multiple_of
+    low, high = max(dim.min, 1) // step, (dim.max // step if dim.max is not None else None)
+    bounds = {"min": low} | ({"max": high} if high is not None else {})
+    if step == 1:
+        return torch.export.Dim(dim.name, **bounds)
+    return step * torch.export.Dim(f"{dim.name}_over_{step}", **bounds)
 
 
 def _axis(spec, input_name: str, axis: int, entry: str, dims: dict, static: dict):

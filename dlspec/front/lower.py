@@ -15,10 +15,10 @@ from typing import Any, Callable
 import sympy
 
 from ..core import dims as D
-from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path
+from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path, unquoted_comma
 from ..core.expr import ExprError, evaluate, is_expression
 from ..core.ir import Graph, Node, TensorType, Value
-from ..core.layers import REGISTRY, Attr, LayerKind
+from ..core.layers import REGISTRY, Attr, LayerKind, kind_hint
 from .document import Document, load_document
 
 NODE_KEYS = ("id", "op", "from", "when", "repeat", "checkpoint", "trainable", "init", "tie", "outputs")
@@ -198,9 +198,8 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
         return current  # a node switched off by its condition passes its input through
 
     if op != "residual" and op not in REGISTRY and op not in low.blocks:
-        choices = list(REGISTRY) + list(low.blocks) + ["residual"]
         raise low.fail(f"unknown layer kind '{op}'", scope.locate(path + ("op",)) or loc, path + ("op",),
-                       hint=did_you_mean(op, choices) or "see docs/layers.md for the layer kinds", scope=scope)
+                       hint=kind_hint(op, list(low.blocks) + ["residual"]), scope=scope)
     repeat = _typed(low, scope, item.get("repeat", 1), int, path + ("repeat",))
     if repeat < 1:
         raise low.fail(f"repeat must be at least 1, got {repeat}", scope.locate(path + ("repeat",)), path + ("repeat",))
@@ -340,7 +339,30 @@ def _attr_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple
             except ExprError as exc:
                 raise low.fail(str(exc), scope.locate(path + (i,)), path + (i,), scope=scope) from None
         return out
+    if t == "struct":
+        return _struct_value(low, scope, attr, raw, path)
     return raw  # refs are resolved by the caller
+
+
+def _struct_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple) -> dict:
+    """A struct attribute (`rope: {theta: rope_theta}`): each field resolved like an attribute, defaults filled in."""
+    if not isinstance(raw, dict):
+        raise low.fail(f"expected a mapping of {', '.join(f.name for f in attr.fields)}, got {raw!r}",
+                       scope.locate(path), path, scope=scope)
+    for key in raw:
+        if attr.fields and key not in {f.name for f in attr.fields}:
+            raise low.fail(f"unknown field '{key}' in {attr.name}", scope.key_locate(path + (key,)), path + (key,),
+                           expected=", ".join(f.name for f in attr.fields),
+                           hint=did_you_mean(key, [f.name for f in attr.fields]), scope=scope)
+    out = {}
+    for sub in attr.fields:
+        if sub.name in raw:
+            out[sub.name] = _attr_value(low, scope, sub, raw[sub.name], path + (sub.name,))
+        elif sub.required:
+            raise low.fail(f"{attr.name} needs '{sub.name}' ({sub.doc})", scope.locate(path), path, scope=scope)
+        else:
+            out[sub.name] = sub.default
+    return out
 
 
 def _lower_layer(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, kind: LayerKind,
@@ -426,7 +448,8 @@ def _lower_block(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
     for key in args:
         if key not in params:
             raise low.fail(f"block '{op}' has no parameter '{key}'", scope.key_locate(path + (key,)), path + (key,),
-                           expected=", ".join(params) or "no parameters", hint=did_you_mean(key, list(params)), scope=scope)
+                           expected=", ".join(params) or "no parameters",
+                           hint=unquoted_comma(item, key) or did_you_mean(key, list(params)), scope=scope)
     block_locate = bdoc.locate
     env: dict = {}
     arg_scope = scope

@@ -15,7 +15,7 @@ from pathlib import Path
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from ..core.errors import DlspecError, Problem, did_you_mean, format_path
+from ..core.errors import DlspecError, Problem, did_you_mean, format_path, unquoted_comma
 from ..core.layers import DTYPES, REGISTRY, Attr
 from ..export.schema import EXPORT_SCHEMA
 from ..train.schema import training_schema
@@ -61,6 +61,11 @@ def _attr_schema(attr: Attr) -> dict:
     if attr.type == "str":
         # not an enum: inside a block the value may name a block parameter; lowering checks the choices
         schema = {"type": "string", **({"examples": list(attr.choices)} if attr.choices else {})}
+    elif attr.type == "struct":
+        schema = {"type": "object", "properties": {f.name: _attr_schema(f) for f in attr.fields},
+                  "additionalProperties": False}
+        if any(f.required for f in attr.fields):
+            schema["required"] = [f.name for f in attr.fields if f.required]
     else:
         schema = dict(_ATTR_TYPES[attr.type])
     if attr.type == "padding":
@@ -150,8 +155,12 @@ def build_schema(dispatch: bool = False) -> dict:
     dim_decl = {"anyOf": [{"type": "integer", "minimum": 1},
                           {"type": "object", "additionalProperties": False,
                            "properties": {"example": {"type": "integer", "minimum": 1}, "min": {"type": "integer", "minimum": 0},
-                                          "max": {"type": "integer", "minimum": 1}}}],
-                "description": "Example size of a symbolic dim (used for summaries and export), or {example, min, max}."}
+                                          "max": {"type": "integer", "minimum": 1},
+                                          "multiple_of": {"type": "integer", "minimum": 1,
+                                                          "description": "Every allowed size is a multiple of this "
+                                                                         "(a U-Net's H: 16); shape checks use it."}}}],
+                "description": "Example size of a symbolic dim (used for summaries and export), or "
+                               "{example, min, max, multiple_of}."}
     defs["model"] = {
         "type": "object", "description": "The model: inputs, layers, outputs.", "additionalProperties": False,
         "required": ["inputs", "layers"],
@@ -261,7 +270,8 @@ def _problems(error: ValidationError, doc: Document) -> list[Problem]:
         allowed = sorted(error.schema.get("properties", {}))
         extra = [k for k in value if k not in allowed]
         return [Problem(f"unknown key '{k}' in {_what(doc, path)}", doc.locate(path + [k], key=True), format_path(path + [k]),
-                        expected=", ".join(allowed), hint=did_you_mean(k, allowed)) for k in extra]
+                        expected=", ".join(allowed), hint=unquoted_comma(value, k) or did_you_mean(k, allowed))
+                for k in extra]
     if kind == "required":
         missing = [k for k in error.validator_value if k not in value]
         descriptions = error.schema.get("properties", {})

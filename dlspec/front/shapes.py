@@ -36,10 +36,10 @@ def infer_shapes(graph: Graph) -> Graph:
         nodes.append(replace(node, types=tuple(outs)))
     if not problems:  # parameter shapes come from attributes that a failed shape rule may have refused
         problems += _check_ties(graph)
-    problems += _check_ranges(graph)
+    problems += _check_ranges(graph, types)
     if problems:
         raise DlspecError(problems)
-    inputs = tuple(replace(v, range=v.range or _id_range(graph, v.name)) for v in graph.inputs)
+    inputs = tuple(replace(v, range=v.range or index_range(graph, v.name, types)) for v in graph.inputs)
     return replace(graph, inputs=inputs, nodes=tuple(nodes), types=types)
 
 
@@ -68,7 +68,7 @@ def _check_ties(graph: Graph) -> list[Problem]:
     return problems
 
 
-def _check_ranges(graph: Graph) -> list[Problem]:
+def _check_ranges(graph: Graph, types: dict[str, TensorType]) -> list[Problem]:
     problems = []
     for v in graph.inputs:
         if v.range is None:
@@ -76,18 +76,25 @@ def _check_ranges(graph: Graph) -> list[Problem]:
         lo, hi = v.range
         if lo >= hi:
             problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) is empty", v.loc, f"model.inputs.{v.name}.range"))
-        inferred = _id_range(graph, v.name)
+        inferred = index_range(graph, v.name, types)
         if inferred and (lo < inferred[0] or hi > inferred[1]):
-            problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) goes past the embedding it feeds, which has "
-                                    f"{inferred[1]} entries", v.loc, f"model.inputs.{v.name}.range",
-                                    expected=f"within [0, {inferred[1]})"))
+            reader = next(n.op for n in graph.nodes if v.name in n.inputs and REGISTRY[n.op].index_range(
+                n.a, [types[x] for x in n.inputs]))
+            problems.append(Problem(f"input '{v.name}': range [{lo}, {hi}) goes past the {reader} it feeds, which takes "
+                                    f"{inferred[0]} to {inferred[1] - 1}", v.loc,
+                                    f"model.inputs.{v.name}.range", expected=f"within [{inferred[0]}, {inferred[1]})"))
     return problems
 
 
-def _id_range(graph: Graph, value: str) -> tuple[int, int] | None:
-    """The ids a layer fed directly by `value` accepts (an embedding's [0, num))."""
+def index_range(graph: Graph, value: str, types: dict[str, TensorType]) -> tuple[int, int] | None:
+    """The values an integer input may hold when a layer reads it as indices (an embedding's ids):
+    the intersection over every such layer it feeds."""
+    lo, hi = None, None
     for node in graph.nodes:
-        id_range = REGISTRY[node.op].id_range
-        if id_range is not None and node.inputs[:1] == (value,):
-            return id_range(node.a)
-    return None
+        if value not in node.inputs or any(v not in types for v in node.inputs):
+            continue
+        ranges = REGISTRY[node.op].index_range(node.a, [types[v] for v in node.inputs])
+        for position, (low, high) in ranges.items():
+            if node.inputs[position] == value:
+                lo, hi = max(low, lo if lo is not None else low), min(high, hi if hi is not None else high)
+    return (lo, hi) if lo is not None else None

@@ -32,10 +32,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class DimSpec:
+    """A symbolic dim's sizes: multiples of `multiple_of` from `min` to `max` (None: unbounded), both allowed sizes."""
+
     name: str
     example: int
     min: int = 1
     max: int | None = None
+    multiple_of: int = 1
+
+    def allows(self, size: int) -> bool:
+        return size >= self.min and size % self.multiple_of == 0 and (self.max is None or size <= self.max)
 
 
 @dataclass(frozen=True)
@@ -73,9 +79,21 @@ def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) ->
     if "model" not in doc.data:
         raise DlspecError.single("this file has no `model:` section (a block library can be included, not loaded)",
                                  doc.locate(()), hint="add a model: section, or include this file from a spec")
-    graph = lower(doc)                         # blocks, repeats, residuals, variables -> flat IR, names resolved
-    graph = infer_shapes(graph)                # symbolic shapes, wiring and tie checks
-    return _spec(doc, graph)
+    with D.assume(declared_bounds(doc)):       # every shape below knows each dim's min, max and multiple_of
+        graph = lower(doc)                     # blocks, repeats, residuals, variables -> flat IR, names resolved
+        graph = infer_shapes(graph)            # symbolic shapes, wiring and tie checks
+        return _spec(doc, graph)
+
+
+def declared_bounds(doc: Document) -> dict[str, D.Bound]:
+    """`model.dims` as the sizes each symbolic dim may take."""
+    return {name: _bound(decl) for name, decl in ((doc.data.get("model") or {}).get("dims") or {}).items()}
+
+
+def _bound(decl: int | dict) -> D.Bound:
+    """A dim's declaration (an example size alone, or {example, min, max, multiple_of}) as its allowed sizes."""
+    decl = decl if isinstance(decl, dict) else {}
+    return D.Bound(decl.get("min", 1), decl.get("max"), decl.get("multiple_of", 1))
 
 
 def _spec(doc: Document, graph: Graph) -> Spec:
@@ -98,16 +116,24 @@ def _spec(doc: Document, graph: Graph) -> Spec:
                 name = str(sym)
                 decl = declared.get(name, {})
                 decl = {"example": decl} if isinstance(decl, int) else decl
-                low, high = decl.get("min", 1), decl.get("max")
-                default = 2 if name == batch else 8
+                bound = _bound(decl)
+                low, high, step = bound.smallest, bound.largest, bound.multiple_of
+                default = -(-(2 if name == batch else 8) // step) * step
                 example = decl.get("example", max(low, min(default, high)) if high is not None else max(low, default))
-                dims[name] = DimSpec(name, example, low, high)
-                if not low <= example <= (high if high is not None else example) or (high is not None and high < low):
+                dims[name] = DimSpec(name, example, low, high, step)
+                if high is not None and high < low:
+                    problems.append(Problem(
+                        f"dim '{name}' allows no size: no multiple of {step} from {decl.get('min', 1)} to {decl['max']}"
+                        if step > 1 else f"dim '{name}': max {high} is below min {low}",
+                        doc.locate(("model", "dims", name)), f"model.dims.{name}", expected="min <= max"))
+                elif not bound.allows(example):
                     problems.append(Problem(
                         f"dim '{name}': example {example} is not within min {low} "
-                        f"and max {high if high is not None else '(none)'}",
+                        f"and max {high if high is not None else '(none)'}" +
+                        (f" or not a multiple of {step}" if step > 1 else ""),
                         doc.locate(("model", "dims", name)), f"model.dims.{name}",
-                        expected="min <= example <= max", hint="the example size is what summaries and export checks use"))
+                        expected="min <= example <= max" + (f", a multiple of {step}" if step > 1 else ""),
+                        hint="the example size is what summaries and export checks use"))
     problems += _check_limits(graph, dims, doc)
     if problems:
         raise DlspecError(problems)
