@@ -145,6 +145,11 @@ def test_plain_scalars_follow_yaml_1_2(text):
     assert (locs[("value",)].line, locs[("value",)].col) == (1, 8)
 
 
+def test_a_key_without_a_value_is_null():
+    data, _, _ = parse_text("a:\nb: {c: , d}\n", "x.yaml")
+    assert data == {"a": None, "b": {"c": None, "d": None}}
+
+
 def test_yaml_1_1_booleans_stay_text_as_keys_too():
     data, _, _ = parse_text("on: push\nno: 1\n", "x.yaml")
     assert data == {"on": "push", "no": 1}
