@@ -1,4 +1,5 @@
 """Stage 5: the built nn.Module runs, matches inferred shapes and parameter counts, and honours the spec."""
+import re
 import subprocess
 import sys
 
@@ -108,7 +109,9 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     spec = dlspec.load(path)
     plain = dlspec.load(path, ["model.layers.2.checkpoint=false", "model.layers.3.checkpoint=false"])
     a, b = dlspec.build(spec), dlspec.build(plain)
-    assert "checkpoint(self._checkpointed_h_0" in a.code and "checkpoint(" not in b.code.split("def forward")[1]
+    # the block's call is checkpointed, one block at a time; the plain model has no checkpoint at all
+    assert "x = checkpoint(block, x, use_reentrant=False) if self.training else block(x)" in a.code
+    assert "checkpoint(" not in b.code
     b.load_state_dict(a.state_dict())
     inputs = random_inputs(spec, {"B": 2, "T": 6})
     a(*inputs).square().mean().backward()
@@ -142,8 +145,8 @@ def test_attention_runs_scaled_dot_product_attention_and_masks_padding():
 def test_generated_code_is_readable_with_shape_comments():
     model = dlspec.build(ROOT / "specs" / "seed-cnn.yaml")
     assert "self.conv1 = nn.Conv2d(3, 32, 3, padding=1)" in model.code
-    assert "pool = F.max_pool2d(relu_1, 2); del relu_1" in model.code
-    assert "# [B, 64, 8, 8]" in model.code
+    # the value flowing through the layers is one variable, rebound as a person writes it, with its shape
+    assert re.search(r"\n        x = F\.max_pool2d\(x, 2\) +# \[B, 64, 8, 8\]\n", model.code)
 
 
 def test_emitted_python_runs_with_torch_only(tmp_path):

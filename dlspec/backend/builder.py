@@ -15,12 +15,17 @@ import torch
 from torch import nn
 
 from ..front.spec import Spec, load
-from .codegen import class_name, generate
+from .codegen import Source, class_name, generate
+
+
+def generated(spec: Spec, standalone: bool = False) -> Source:
+    """The spec's PyTorch source, with the spec node each forward line runs."""
+    return generate(spec.graph, class_name(spec.name), standalone=standalone,
+                    header=f"{spec.path.name} (spec hash {spec.spec_hash[:12]})")
 
 
 def source(spec: Spec, standalone: bool = False) -> str:
-    return generate(spec.graph, class_name(spec.name), standalone=standalone,
-                    header=f"{spec.path.name} (spec hash {spec.spec_hash[:12]})")
+    return generated(spec, standalone).text
 
 
 def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0) -> nn.Module:
