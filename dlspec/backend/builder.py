@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import linecache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -42,3 +42,13 @@ def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[st
     model.dlspec_spec = spec
     model.code = text
     return model
+
+
+def blocks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The outermost block instances of a built model, by module path (`h.0`, `h.1`, ...): the units that
+    FSDP shards one by one and regional compilation compiles. Modules inside them are not listed."""
+    outer: list[str] = []
+    for inst in model.dlspec_spec.graph.instances:  # outer instances come before those inside them
+        if not any(inst.name.startswith(o + ".") for o in outer):
+            outer.append(inst.name)
+            yield inst.name, model.get_submodule(inst.name)

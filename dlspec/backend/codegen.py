@@ -50,7 +50,7 @@ def generate(graph: Graph, name: str, *, standalone: bool = False, header: str =
     for path in _post_order(tree, ""):  # inner blocks first: an outer body names their classes
         inst = tree.instances[path]
         lines = _class_lines(tree, path, class_of)
-        key = (inst.block, inst.params, tuple(text for text, _ in lines))
+        key = (inst.block, tuple(text for text, _ in lines))
         if key not in bodies:
             bodies[key] = (names.new(_camel(inst.block)), lines)
         class_of[inst.name] = bodies[key][0]
@@ -70,10 +70,9 @@ def generate(graph: Graph, name: str, *, standalone: bool = False, header: str =
 
     out: list[str] = list(head)
     line_map: dict[int, tuple[str, str]] = {}
-    for (block, params, _), (cls, lines) in bodies.items():
-        doc = f"{block}({', '.join(f'{k}={v!r}' for k, v in params)})"
-        _emit(out, line_map, cls, f'    """{doc}"""', lines)
-    _emit(out, line_map, name, None, root)
+    for cls, lines in bodies.values():
+        _emit(out, line_map, cls, lines)
+    _emit(out, line_map, name, root)
     classes = {cls: tuple(p for p, c in class_of.items() if c == cls) for _, (cls, _) in bodies.items()}
     classes[name] = ("",)
     return Source("\n".join(out) + "\n", classes, line_map)
@@ -87,9 +86,9 @@ def _post_order(tree: Tree, scope: str):
             yield item.name
 
 
-def _emit(out: list[str], line_map: dict, cls: str, doc: str | None, lines: list[tuple[str, str | None]]) -> None:
-    out += ["", "", f"class {cls}(nn.Module):"] + ([doc, ""] if doc else [])
-    for text, label in lines:
+def _emit(out: list[str], line_map: dict, cls: str, lines: list[tuple[str, str | None]]) -> None:
+    out += ["", "", lines[0][0] % cls]
+    for text, label in lines[1:]:
         out.append(text)
         if label is not None:
             line_map[len(out)] = (cls, label)
@@ -115,13 +114,16 @@ def _camel(block: str) -> str:
 # ---------------------------------------------------------------- one class: __init__ and forward
 
 def _class_lines(tree: Tree, scope: str, class_of: dict[str, str]) -> list[tuple[str, str | None]]:
-    """The lines of a scope's class after its `class` line, each with the node it runs (forward) or None."""
+    """The lines of a scope's class, each with the node it runs (forward) or None; `%s` in the first is its name."""
     init = _init_lines(tree, scope, class_of)
+    head = [(f"class %s({'nn.Sequential' if scope in tree.sequential else 'nn.Module'}):", None)]
+    inst = tree.instances.get(scope)
+    if inst is not None:  # the block and the parameters this class is for (another set is another class)
+        head += [(f'    """{inst.block}({", ".join(f"{k}={v!r}" for k, v in inst.params)})"""', None), ("", None)]
     if not scope:
         weights = _weight_rules(tree)
         init += (["self._init_weights()"] if weights else []) + _freeze_lines(tree)
-    lines = [("    def __init__(self):", None), ("        super().__init__()", None)]
-    lines += [("        " + text, None) for text in init]
+    lines = head + [("    def __init__(self):", None)] + [("        " + text, None) for text in init]
     lines += _Forward(tree, scope).lines()
     if not scope and weights:
         lines += [("", None), ("    def _init_weights(self):", None),
@@ -147,7 +149,10 @@ def _module(tree: Tree, item: Item, class_of: dict[str, str]) -> str:
 
 
 def _init_lines(tree: Tree, scope: str, class_of: dict[str, str]) -> list[str]:
-    out: list[str] = []
+    if scope in tree.sequential:  # children 0, 1, ..: an nn.Sequential, as torchvision writes them
+        made = [_module(tree, item, class_of) for item in tree.items[scope] if tree.has_module(item)]
+        return ["super().__init__(\n" + "".join(f"            {m},\n" for m in made) + "        )"] + _tie_lines(tree, scope)
+    out: list[str] = ["super().__init__()"]
     done: set[str] = set()
     for item in tree.items[scope]:
         if not tree.has_module(item):
@@ -170,10 +175,12 @@ def _init_lines(tree: Tree, scope: str, class_of: dict[str, str]) -> list[str]:
         else:
             value = "nn.ModuleList([\n" + "".join(f"            {m},\n" for m in made) + "        ])"
         out.append(_assign(tree, scope, container, value))
-    for item in tree.items[scope]:
-        for param, target, tparam in getattr(item, "ties", ()):
-            out.append(f"{tree.accessor(item.name, scope)}.{param} = {tree.accessor(target, scope)}.{tparam}  # tied")
-    return out
+    return out + _tie_lines(tree, scope)
+
+
+def _tie_lines(tree: Tree, scope: str) -> list[str]:
+    return [f"{tree.accessor(item.name, scope)}.{param} = {tree.accessor(target, scope)}.{tparam}  # tied"
+            for item in tree.items[scope] for param, target, tparam in getattr(item, "ties", ())]
 
 
 @dataclass

@@ -24,6 +24,7 @@ class Tree:
     parent: dict[str, str]  # node or instance name -> the scope it is a direct item of ("" is the model)
     items: dict[str, tuple[Item, ...]]  # scope -> its direct items, in program order
     containers: dict[str, int]  # module path of each repeat container -> number of copies
+    sequential: frozenset[str]  # scopes whose modules are all named 0, 1, ..: nn.Sequential, reached by index
 
     def relative(self, name: str, scope: str) -> str:
         return name[len(scope) + 1:] if scope else name
@@ -34,7 +35,7 @@ class Tree:
             return base
         out, walked = base, scope
         for part in self.relative(path, scope).split("."):
-            if walked in self.containers:
+            if walked in self.containers or walked in self.sequential:
                 out += f"[{part}]"
             else:
                 out = f"{out}.{part}" if is_attribute(part) else f"getattr({out}, {part!r})"
@@ -82,4 +83,10 @@ def build_tree(graph: Graph) -> Tree:
             if dot and (isinstance(item, Instance) or REGISTRY[item.op].construct is not None):
                 path = f"{scope}.{base}" if scope else base
                 containers[path] = max(containers.get(path, 0), int(index) + 1)
-    return Tree(graph, instances, parent, {k: tuple(v) for k, v in items.items()}, containers)
+    sequential = set()
+    for scope, members in items.items():
+        names = [m.name[len(scope) + 1:] if scope else m.name for m in members
+                 if isinstance(m, Instance) or REGISTRY[m.op].construct is not None]
+        if names and names == [str(k) for k in range(len(names))]:
+            sequential.add(scope)
+    return Tree(graph, instances, parent, {k: tuple(v) for k, v in items.items()}, containers, frozenset(sequential))

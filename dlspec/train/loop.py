@@ -89,9 +89,7 @@ def _train(spec, cfg: config.TrainConfig, world: distributed.World, device: torc
     init_report = transfer.init_from(model, cfg.init_from, base_dir, locate) if cfg.init_from and not state else None
     transfer.freeze(model, cfg.freeze, cfg.unfreeze, locate)
     model.to(device)
-    net = distributed.wrap(model, world, device)
-    if cfg.compile is not None:
-        net = torch.compile(net, **cfg.compile)
+    net = distributed.wrap(model, world, device, cfg.compile)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = optim.build_optimizer(trainable, cfg, device, locate)
     params = [p for _, p in trainable]
