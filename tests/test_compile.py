@@ -1,7 +1,7 @@
 """Built models work under torch.compile: dlspec's generated code causes no graph breaks."""
 import pytest
 import torch
-from support import SPECS, overrides_for
+from support import ROOT, SPECS, overrides_for
 
 import dlspec
 from dlspec.backend.inputs import random_inputs
@@ -14,8 +14,12 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+# besides the shipped specs: per-block checkpointing, and blocks that are nn.Sequential (ids 0, 1, ..)
+TRACED = SPECS + [ROOT / "tests" / "specs" / "valid" / name for name in ("training-features.yaml", "module-names.yaml")]
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TRACED, ids=lambda p: p.stem)
 def test_every_spec_traces_as_one_graph(path, training):
     model = dlspec.build(path, overrides_for(path)).train(training)  # train mode takes the dropout/checkpoint branches
     inputs = random_inputs(model.dlspec_spec)
