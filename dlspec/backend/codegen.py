@@ -149,33 +149,30 @@ def _module(tree: Tree, item: Item, class_of: dict[str, str]) -> str:
 
 
 def _init_lines(tree: Tree, scope: str, class_of: dict[str, str]) -> list[str]:
-    if scope in tree.sequential:  # children 0, 1, ..: an nn.Sequential, as torchvision writes them
-        made = [_module(tree, item, class_of) for item in tree.items[scope] if tree.has_module(item)]
-        return ["super().__init__(\n" + "".join(f"            {m},\n" for m in made) + "        )"] + _tie_lines(tree, scope)
-    out: list[str] = ["super().__init__()"]
-    done: set[str] = set()
+    made: dict[str, list[str]] = {}  # module path -> what constructs it (each copy's, for a repeat container)
     for item in tree.items[scope]:
-        if not tree.has_module(item):
-            continue
-        copy = _copy_of(tree, scope, item)
-        if copy is None:
-            out.append(_assign(tree, scope, item.name, _module(tree, item, class_of)))
-            continue
-        container = copy[0]
-        if container in done:
-            continue
-        done.add(container)
-        copies = [i for i in tree.items[scope] if tree.has_module(i) and _copy_of(tree, scope, i)
-                  and _copy_of(tree, scope, i)[0] == container]
-        made = [_module(tree, i, class_of) for i in sorted(copies, key=lambda i: _copy_of(tree, scope, i)[1])]
-        if len(set(made)) == 1:
-            value = f"nn.ModuleList({made[0]} for _ in range({len(made)}))"
-        elif sum(len(m) + 2 for m in made) < 80:
-            value = f"nn.ModuleList([{', '.join(made)}])"
+        if tree.has_module(item):
+            copy = _copy_of(tree, scope, item)
+            made.setdefault(copy[0] if copy else item.name, []).append(_module(tree, item, class_of))
+    if scope in tree.sequential:  # children 0, 1, ..: an nn.Sequential, as torchvision writes them
+        return [f"super().__init__({_listed([m for (m,) in made.values()], 8)})"] + _tie_lines(tree, scope)
+    out = ["super().__init__()"]
+    for path, modules in made.items():
+        if path not in tree.containers:
+            value = modules[0]
+        elif len(set(modules)) == 1:
+            value = f"nn.ModuleList({modules[0]} for _ in range({len(modules)}))"
         else:
-            value = "nn.ModuleList([\n" + "".join(f"            {m},\n" for m in made) + "        ])"
-        out.append(_assign(tree, scope, container, value))
+            value = f"nn.ModuleList([{_listed(modules, 8)}])"
+        out.append(_assign(tree, scope, path, value))
     return out + _tie_lines(tree, scope)
+
+
+def _listed(items: list[str], indent: int) -> str:
+    """Items separated by commas: on the line when short, else one a line."""
+    if sum(len(i) + 2 for i in items) < 80:
+        return ", ".join(items)
+    return "\n" + "".join(f"{' ' * (indent + 4)}{i},\n" for i in items) + " " * indent
 
 
 def _tie_lines(tree: Tree, scope: str) -> list[str]:
@@ -363,13 +360,13 @@ class _Forward:
         ins = "; ".join(f"{var}: {types[v]}" for var, (_, v) in zip(self.param_vars, self.params))
         return f"{ins} -> " + ", ".join(str(types[v]) for v in self.results)
 
-    def _call(self, item: Item, mod: str | None, args: list[str]) -> str:
-        if isinstance(item, Instance):
-            call = f"{mod}({', '.join(args)})"
-            if item.checkpoint:  # recomputed in backward; exporters see the plain call (they run in eval mode)
-                return f"checkpoint({mod}, {', '.join(args)}, use_reentrant=False) if self.training else {call}"
-            return call
-        return REGISTRY[item.op].call(item.a, args, mod, [self.graph.types[v] for v in item.inputs])
+    def _call(self, item: Item, mod: str | None, args: list[str], result: str, shapes: str, label: str):
+        """`result = <item called on args>`: one line, or a checkpointed block's call."""
+        if isinstance(item, Instance) and item.checkpoint:
+            return _checkpointed_call(result, mod, ", ".join(args), shapes, label)
+        call = f"{mod}({', '.join(args)})" if isinstance(item, Instance) else \
+            REGISTRY[item.op].call(item.a, args, mod, [self.graph.types[v] for v in item.inputs])
+        return [(f"{result} = {call}", shapes, label)]
 
     def _statement(self, stmt: _Stmt, last: dict[str, int], k: int, in_method: bool = False):
         args = [stmt.args[v] for v in stmt.inputs]
@@ -378,12 +375,13 @@ class _Forward:
         if stmt.loop is None:
             item = stmt.items[0]
             mod = self.tree.accessor(item.name, self.scope) if self.tree.has_module(item) else None
-            text = f"{result} = {self._call(item, mod, args)}"
+            lines = self._call(item, mod, args, result, shapes, stmt.label)
             # the model's forward drops a value after its last use; a block's temporaries end with its call
             dead = self._dead(stmt, last, k) if not self.scope and not in_method else []
             if dead:
-                text += f"; del {', '.join(dead)}"
-            return [(text, shapes, stmt.label)]
+                text, comment, label = lines[-1]
+                lines[-1] = (f"{text}; del {', '.join(dead)}", comment, label)
+            return lines
         lines = []
         if args[0] != result:  # the loop rebinds one variable: start it from the input it must keep
             lines.append((f"{result} = {args[0]}", None, stmt.label))
@@ -391,9 +389,8 @@ class _Forward:
         while walker in stmt.args.values() or walker == result:
             walker += "_"
         lines.append((f"for {walker} in {self.tree.accessor(stmt.loop, self.scope)}:", None, stmt.label))
-        call = self._call(stmt.items[0], walker, [result] + args[1:])
-        lines.append((f"    {result} = {call}", shapes, stmt.label))
-        return lines
+        body = self._call(stmt.items[0], walker, [result] + args[1:], result, shapes, stmt.label)
+        return lines + [("    " + text, comment, label) for text, comment, label in body]
 
     def _dead(self, stmt: _Stmt, last: dict[str, int], k: int) -> list[str]:
         """Variables of values used for the last time here that nothing rebinds: dropped now, not at return."""
@@ -411,23 +408,30 @@ class _Forward:
         label = self.tree.relative(region, self.scope)
         results = ", ".join(outputs)
         shapes = ", ".join(str(self.graph.types[v]) for s in stmts[-1:] for v in s.outputs)
-        single = stmts[0] if len(stmts) == 1 and stmts[0].loop is None else None
-        if single is not None and self.tree.has_module(single.items[0]) and not isinstance(single.items[0], Instance):
-            mod = self.tree.accessor(single.items[0].name, self.scope)
-            args = ", ".join(single.args[v] for v in single.inputs)
-            if self._call(single.items[0], mod, [single.args[v] for v in single.inputs]) == f"{mod}({args})":
-                text = f"{results} = checkpoint({mod}, {args}, use_reentrant=False) if self.training else {mod}({args})"
-                return [(text, shapes, label)], []
+        single = stmts[0].items[0] if len(stmts) == 1 and stmts[0].loop is None else None
+        if isinstance(single, Node) and self.tree.has_module(single):
+            mod = self.tree.accessor(single.name, self.scope)
+            args = ", ".join(inputs)
+            if self._call(single, mod, inputs, results, shapes, label)[0][0] == f"{results} = {mod}({args})":
+                return _checkpointed_call(results, mod, args, shapes, label), []  # a module: checkpoint it directly
         method = "_checkpointed_" + re.sub(r"[^A-Za-z0-9_]", "_", label)
         params = ", ".join(inputs)
-        call = (f"{results} = checkpoint(self.{method}, {params}, use_reentrant=False) if self.training "
-                f"else self.{method}({params})")
         lines = [(f"    def {method}(self, {params}):", None, None),
                  (f'        """{label}, recomputed in backward instead of keeping its activations"""', None, None)]
         for stmt in stmts:
             lines += self._statement(stmt, last, -1, in_method=True)
         lines.append((f"return {results}", None, None))
-        return [(call, shapes, label)], lines
+        return _checkpointed_call(results, f"self.{method}", params, shapes, label), lines
+
+
+def _checkpointed_call(result: str, fn: str, args: str, shapes: str, label: str) -> list[tuple[str, str, str]]:
+    """`result = fn(args)`, recomputed in backward while training (exporters run the model in eval mode)."""
+    line = f"{result} = checkpoint({fn}, {args}, use_reentrant=False) if self.training else {fn}({args})"
+    if len(line) <= 90:
+        return [(line, shapes, label)]
+    return [("if self.training:  # recompute in backward instead of keeping the activations", None, label),
+            (f"    {result} = checkpoint({fn}, {args}, use_reentrant=False)", shapes, label),
+            ("else:", None, label), (f"    {result} = {fn}({args})", shapes, label)]
 
 
 def _aligned(lines: list[tuple[str, str | None, str | None]], indent: str) -> list[tuple[str, str | None]]:
