@@ -47,8 +47,8 @@ def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[st
 def blocks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """The outermost block instances of a built model, by module path (`h.0`, `h.1`, ...): the units that
     FSDP shards one by one and regional compilation compiles. Modules inside them are not listed."""
-    outer: list[str] = []
-    for inst in model.dlspec_spec.graph.instances:  # outer instances come before those inside them
-        if not any(inst.name.startswith(o + ".") for o in outer):
-            outer.append(inst.name)
+    names = {inst.name for inst in model.dlspec_spec.graph.instances}
+    for inst in model.dlspec_spec.graph.instances:
+        parts = inst.name.split(".")
+        if not any(".".join(parts[:end]) in names for end in range(1, len(parts))):
             yield inst.name, model.get_submodule(inst.name)

@@ -180,6 +180,19 @@ def _tie_lines(tree: Tree, scope: str) -> list[str]:
             for item in tree.items[scope] for param, target, tparam in getattr(item, "ties", ())]
 
 
+class _Holders(dict):
+    """Variable -> how many values still needed it holds; `name in holders` is whether it is taken."""
+
+    def hold(self, var: str, needed: bool) -> None:
+        if needed:
+            self[var] = self.get(var, 0) + 1
+
+    def release(self, var: str) -> None:
+        self[var] -= 1
+        if not self[var]:
+            del self[var]
+
+
 @dataclass
 class _Stmt:
     items: tuple[Item, ...]  # a node or an instance; for a loop, the copies it walks
@@ -263,11 +276,7 @@ class _Forward:
             last[v] = len(self.stmts)
         return last
 
-    def _live(self, last: dict[str, int], k: int) -> set[str]:
-        """Variables holding a value still needed at statement k (or later)."""
-        return {var for v, var in self.var.items() if last.get(v, -1) >= k}
-
-    def _fresh(self, base: str, live: set[str]) -> str:
+    def _fresh(self, base: str, live: set[str] | dict[str, int]) -> str:
         base = re.sub(r"[^A-Za-z0-9_]", "_", base)
         if not base or base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED:
             base = "v_" + base
@@ -276,7 +285,7 @@ class _Forward:
             name, k = f"{base}_{k}", k + 1
         return name
 
-    def _stream(self, base: str, live: set[str]) -> str:
+    def _stream(self, base: str, live: set[str] | dict[str, int]) -> str:
         name = next((s for s in STREAMS if s not in live), None) or self._fresh(base, live)
         self.streams.add(name)
         return name
@@ -292,20 +301,22 @@ class _Forward:
     def _name_values(self) -> None:
         """Name every value: rebind the stream variable where a value replaces the one it consumed."""
         last = self._last_uses()
+        live = _Holders()  # variable -> how many values still needed are held in it
         for name, value in self.params:
             var = self._fresh(name, set(self.param_vars))
             self.param_vars.append(var)
-            self.var.setdefault(value, var)
+            if value not in self.var:
+                self.var[value] = var
+                live.hold(var, last.get(value, -1) >= 0)
             if var in STREAMS:
                 self.streams.add(var)
         for k, stmt in enumerate(self.stmts):
             stmt.args = {v: self.var[v] for v in stmt.inputs}
-            live = self._live(last, k + 1) | {self.var[v] for v in stmt.inputs}
             first = stmt.inputs[0] if stmt.inputs else None
             rebind = (first is not None and last.get(first) == k and self.var[first] in self.streams
                       and len(stmt.outputs) == 1)
             if len(stmt.outputs) == 1 and not stmt.loop and stmt.outputs[0] in self.output_names:
-                named = self._fresh(self.output_names[stmt.outputs[0]], live - ({self.var[first]} if rebind else set()))
+                named = self._fresh(self.output_names[stmt.outputs[0]], set(live) - ({self.var[first]} if rebind else set()))
                 stmt.results = (named,)
             elif rebind:
                 stmt.results = (self.var[first],)
@@ -319,9 +330,14 @@ class _Forward:
             else:
                 results = []
                 for v in stmt.outputs:
-                    results.append(self._fresh(self.tree.relative(v, self.scope), live | set(results)))
+                    results.append(self._fresh(self.tree.relative(v, self.scope), set(live) | set(results)))
                 stmt.results = tuple(results)
-            self.var.update(zip(stmt.outputs, stmt.results))
+            for v in dict.fromkeys(stmt.inputs):  # their last use: the variable may take a new value
+                if last.get(v) == k:
+                    live.release(self.var[v])
+            for v, var in zip(stmt.outputs, stmt.results):
+                self.var[v] = var
+                live.hold(var, last.get(v, -1) > k)
 
     # ---- lines
 
@@ -503,14 +519,14 @@ def _rule_lines(tree: Tree, nodes: dict[str, Node], path: str, rules: tuple, tar
             if scheme and param not in tied:
                 out.append(_init_call(f"{target}.{param}", scheme))
         return out
-    inside = [n for n in tree.graph.nodes if not path or n.name.startswith(path + ".")]
     cases = []
     for selector, scheme in rules:
         if selector == "*weight":
             test = "p.dim() >= 2"
         elif selector == "*bias":
             test = 'name.rpartition(".")[2] == "bias"'
-        else:
+        else:  # a parameter named in full: those of the nodes inside that have it
+            inside = [n for n in tree.graph.nodes if not path or n.name.startswith(path + ".")]
             names = tuple(f"{tree.relative(n.name, path)}.{selector}" for n in inside
                           if selector in REGISTRY[n.op].params(n.a) and selector not in {t[0] for t in n.ties})
             if not names:
@@ -548,17 +564,17 @@ def _init_call(target: str, scheme: dict) -> str:
 def _freeze_lines(tree: Tree) -> list[str]:
     """`trainable: false`: one call per largest module whose parameters are all frozen."""
     owners = [n for n in tree.graph.nodes if REGISTRY[n.op].params(n.a)]
-
-    def frozen(path: str) -> bool:
-        under = [n for n in owners if not path or n.name == path or n.name.startswith(path + ".")]
-        return bool(under) and not any(n.trainable for n in under)
-
-    paths = [""] + sorted(set(tree.instances) | set(tree.containers) | {n.name for n in owners},
-                          key=lambda p: (p.count("."), p))
-    out, covered = [], []
-    for path in paths:
-        if any(not c or path.startswith(c + ".") for c in covered) or not frozen(path):
-            continue
-        covered.append(path)
-        out.append(f"{tree.accessor(path, '') if path else 'self'}.requires_grad_(False)  # trainable: false")
+    if all(n.trainable for n in owners):
+        return []
+    trainable: dict[str, bool] = {}  # module path -> whether some parameter under it trains
+    for node in owners:
+        parts = node.name.split(".")
+        for end in range(len(parts) + 1):
+            path = ".".join(parts[:end])
+            trainable[path] = trainable.get(path, False) or node.trainable
+    out = []
+    for path in sorted(trainable, key=lambda p: (p.count(".") if p else -1, p)):
+        parent = path.rpartition(".")[0] if "." in path else ("" if path else None)
+        if not trainable[path] and (parent is None or trainable[parent]):
+            out.append(f"{tree.accessor(path, '')}.requires_grad_(False)  # trainable: false")
     return out
