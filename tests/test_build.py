@@ -244,3 +244,31 @@ model:
         assert torch.all(block.a.bias == 3) and torch.all(block.b.bias == 0)    # a's own bias; the model's
     assert torch.all(model.q.a.weight == 0) and torch.all(model.q.a.bias == 3) and torch.all(model.q.b.bias == 0)
     assert "        for block in self.p:\n" in model.code  # one loop for the three copies
+
+
+def test_any_module_name_and_string_parameter_gives_valid_code(tmp_path):
+    """Ids and string parameters reach the generated source (module names, docstrings, method names): quotes,
+    backslashes and non-ASCII letters must neither break it nor run as code."""
+    path = tmp_path / "names.yaml"
+    path.write_text(r'''dlspec: 1
+name: names
+blocks:
+  b:
+    params: {s: {type: str, default: "a\"\"\"b\\n"}}
+    layers:
+      - {id: 'q"""\x', op: linear, in: 4, out: 4}
+      - {op: residual, id: 'r"', checkpoint: true, body: [gelu]}
+      - {op: residual, id: r_, checkpoint: true, body: [gelu]}
+model:
+  inputs: {x: {shape: [B, 4]}}
+  layers:
+    - {id: é, op: b}
+    - {id: 'w"', op: linear, in: 4, out: 4, checkpoint: true}
+''')
+    model = dlspec.build(path).train()
+    assert dict(model.dlspec_spec.graph.instances[0].params) == {"s": 'a"""b\\n'}
+    assert set(model.state_dict()) == {'é.q"""\\x.weight', 'é.q"""\\x.bias', 'w".weight', 'w".bias'}
+    x = torch.randn(2, 4)
+    model(x).sum().backward()
+    plain = dlspec.build(path, ["model.layers.1.checkpoint=false"])
+    torch.testing.assert_close(plain.eval()(x), model.eval()(x))
