@@ -60,3 +60,10 @@ def test_regional_compilation_compiles_a_repeated_block_once():
         net(idx)  # a second call reuses the compiled code
     assert counters["stats"]["unique_graphs"] == 1  # one GptBlock graph for h.0 .. h.3; the rest runs eagerly
     assert all(block._compiled_call_impl is not None for block in model.h)
+
+
+def test_regional_compilation_of_a_model_without_blocks_compiles_the_whole():
+    from dlspec.train.distributed import World, wrap
+    model = dlspec.build(next(p for p in SPECS if p.stem == "seed-mlp"))
+    net = wrap(model, World(), torch.device("cpu"), {"regional": True, "backend": "eager"})
+    assert isinstance(net, torch._dynamo.eval_frame.OptimizedModule) and net._orig_mod is model

@@ -45,7 +45,7 @@ def generate(graph: Graph, name: str, *, standalone: bool = False, header: str =
     tree = build_tree(graph)
     custom = sorted({c for n in graph.nodes for c in REGISTRY[n.op].module_classes})
     names = _ClassNames({name, *custom, *_RESERVED})
-    bodies: dict[tuple, tuple[str, list[tuple[str, str | None]]]] = {}  # (block, params, body) -> (class, lines)
+    bodies: dict[tuple, tuple[str, list[tuple[str, str | None]]]] = {}  # (block, its lines) -> (class, lines)
     class_of: dict[str, str] = {}
     for path in _post_order(tree, ""):  # inner blocks first: an outer body names their classes
         inst = tree.instances[path]

@@ -27,7 +27,7 @@ class Tree:
     sequential: frozenset[str]  # scopes whose modules are all named 0, 1, ..: nn.Sequential, reached by index
 
     def relative(self, name: str, scope: str) -> str:
-        return name[len(scope) + 1:] if scope else name
+        return _relative(name, scope)
 
     def accessor(self, path: str, scope: str, base: str = "self") -> str:
         """Python that reaches the module at `path` from the module of `scope`: `self.h[0].attn`."""
@@ -43,12 +43,20 @@ class Tree:
         return out
 
     def has_module(self, item: Item) -> bool:
-        return isinstance(item, Instance) or REGISTRY[item.op].construct is not None
+        return _has_module(item)
 
     def owner_init(self, name: str) -> tuple:
         """The init schemes in force around a node or instance (those of its scope)."""
         scope = self.parent[name]
         return self.instances[scope].init if scope else self.graph.init
+
+
+def _relative(name: str, scope: str) -> str:
+    return name[len(scope) + 1:] if scope else name
+
+
+def _has_module(item: Item) -> bool:
+    return isinstance(item, Instance) or REGISTRY[item.op].construct is not None
 
 
 def is_attribute(name: str) -> bool:
@@ -76,17 +84,14 @@ def build_tree(graph: Graph) -> Tree:
     for _, item in sorted(keyed, key=lambda pair: pair[0]):
         items[parent[item.name]].append(item)
     containers: dict[str, int] = {}
-    for scope, members in items.items():
-        for item in members:
-            rel = item.name[len(scope) + 1:] if scope else item.name
-            base, dot, index = rel.rpartition(".")
-            if dot and (isinstance(item, Instance) or REGISTRY[item.op].construct is not None):
-                path = f"{scope}.{base}" if scope else base
-                containers[path] = max(containers.get(path, 0), int(index) + 1)
     sequential = set()
     for scope, members in items.items():
-        names = [m.name[len(scope) + 1:] if scope else m.name for m in members
-                 if isinstance(m, Instance) or REGISTRY[m.op].construct is not None]
+        names = [_relative(m.name, scope) for m in members if _has_module(m)]
+        for name in names:  # a copy `h.3` (an id has no dot): its container is `h`
+            base, dot, index = name.rpartition(".")
+            if dot:
+                path = f"{scope}.{base}" if scope else base
+                containers[path] = max(containers.get(path, 0), int(index) + 1)
         if names and names == [str(k) for k in range(len(names))]:
             sequential.add(scope)
     return Tree(graph, instances, parent, {k: tuple(v) for k, v in items.items()}, containers, frozenset(sequential))

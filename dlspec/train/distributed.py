@@ -163,21 +163,20 @@ def shutdown(world: World) -> None:
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device,
-         compile: Mapping[str, Any] | None = None) -> torch.nn.Module:
+         compile_options: Mapping[str, Any] | None = None) -> torch.nn.Module:
     """The module to train: `model` (placed on its device) compiled and distributed as configured.
 
-    `compile` is the `training.compile` options (None: eager). With `regional: true` each block instance is
-    compiled in place (instances of one class share one compiled graph, so a 48-layer model compiles its block
-    once); otherwise the returned module is torch.compile of the whole. Under FSDP each block instance is
-    sharded, then the model (which keeps what is outside the blocks, and any parameter a block shares with
-    them, such as an embedding tied to the output layer); DDP wraps the model. State-dict keys stay the
-    model's own throughout, so checkpoints move between strategies.
+    `compile_options` are those of `training.compile` (None: eager). With `regional: true` each block
+    instance is compiled in place (instances of one class share one compiled graph, so a 48-layer model
+    compiles its block once); otherwise, or when the model has no blocks, the returned module is torch.compile
+    of the whole. Under FSDP each block instance is sharded, then the model (which keeps what is outside the
+    blocks, and any parameter a block shares with them, such as an embedding tied to the output layer); DDP
+    wraps the model. State-dict keys stay the model's own throughout, so checkpoints move between strategies.
     """
-    options = dict(compile or {})
-    regional = options.pop("regional", False)
-    if compile is not None and regional:
-        for block in _blocks(model):
-            block.compile(**options)
+    options = dict(compile_options or {})
+    regional = _blocks(model) if options.pop("regional", False) else []  # no blocks: the whole is compiled
+    for block in regional:
+        block.compile(**options)
     net = model
     if world.size > 1 and world.strategy == "fsdp":
         fully_shard = _fully_shard()
@@ -187,7 +186,7 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device,
     elif world.size > 1:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile is not None and not regional:
+    if compile_options is not None and not regional:
         net = torch.compile(net, **options)
     return net
 
