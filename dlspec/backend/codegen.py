@@ -523,6 +523,8 @@ def _outer_copy(tree: Tree, path: str) -> tuple[str | None, str]:
 
 
 def _rule_lines(tree: Tree, nodes: dict[str, Node], path: str, rules: tuple, target: str) -> list[str]:
+    """One `init:` as code: a layer's parameters by name, or a loop of rules over a block's (or the model's)
+    parameters. `target` reaches the module at `path`."""
     node = nodes.get(path)
     if node is not None:  # one layer's own init: its parameters, named
         tied = {param for param, _, _ in node.ties}
