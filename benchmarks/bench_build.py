@@ -11,6 +11,13 @@ Part 2. Front-end times: `dlspec.load` (read, validate, lower, infer shapes) and
 gpt2-small at 48 layers, and `dlspec.load` for a generated 1,000-node spec. Cold first calls run in a
 fresh interpreter (its start-up and `import dlspec` are timed apart); warm times are medians in this one.
 
+Part 3. torch.compile of a 48-layer GPT (gpt2-small's layout at width 128), the whole model against
+regional compilation (`training.compile: {regional: true}`: each block compiled in place, the 48 instances
+of its class sharing one graph). Compile time is the first training step's time less an eager step's,
+with inductor's caches off and a fresh cache folder for each (regional is compiled first: any reuse of
+its kernels could only flatter the whole model). Step times are then medians
+of interleaved rounds of eager, whole and regional.
+
 Usage:  python benchmarks/bench_build.py [--quick]
 """
 from __future__ import annotations
@@ -189,11 +196,12 @@ def check_same(spec_model, hand, inputs, target) -> None:
     hand.zero_grad(set_to_none=True)
 
 
-def stepper(model, inputs, target):
+def stepper(model, inputs, target, net=None):
+    """One training step of `model`, run through `net` (a compiled wrapper of it) when given."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
-        loss = loss_of(model, inputs, target)
+        loss = loss_of(model if net is None else net, inputs, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -323,6 +331,46 @@ def frontend(quick: bool) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- compile: whole model vs regional
+
+GPT48 = ["model.vars.layers=48", "model.vars.d_model=128", "model.vars.heads=4", "model.vars.vocab=512",
+         "model.vars.context=64", "model.dims.T.max=64", "model.dims.T.example=64", "model.dims.B=4"]
+
+
+def compile_case(layers: int, budget_s: float, min_rounds: int) -> dict:
+    import torch._dynamo
+    import torch._inductor.config
+    from torch._dynamo.utils import counters
+
+    from dlspec.train.distributed import World, wrap
+    torch._inductor.config.force_disable_caches = True  # every compile starts cold
+    overrides = [o for o in GPT48 if not o.startswith("model.vars.layers")] + [f"model.vars.layers={layers}"]
+    spec = dlspec.load(ROOT / "specs" / "gpt2-small.yaml", overrides)
+    (idx,) = random_inputs(spec)
+    models = {name: dlspec.build(spec) for name in ("eager", "regional", "whole")}
+    steps = {name: stepper(model, [idx], idx) for name, model in models.items()}
+    out = {"layers": layers, "params": sum(p.numel() for p in models["eager"].parameters())}
+    eager = [time_step(steps["eager"]) for _ in range(3)][-1]
+    for name, options in (("regional", {"regional": True}), ("whole", {})):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"bench-{name}-")
+        counters.clear()
+        net = wrap(models[name], World(), torch.device("cpu"), options)
+        steps[name] = stepper(models[name], [idx], idx, net)
+        out[f"{name}_compile_s"] = time_step(steps[name]) - eager
+        out[f"{name}_graphs"] = counters["stats"]["unique_graphs"]
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    deadline = time.perf_counter() + budget_s
+    order = list(steps)
+    while len(times["eager"]) < min_rounds or time.perf_counter() < deadline:
+        for name in order:
+            times[name].append(time_step(steps[name]))
+        order.reverse()
+    for name, ts in times.items():
+        out[f"{name}_ms"] = statistics.median(ts) * 1e3
+    out["rounds"] = len(times["eager"])
+    return out
+
+
 # ---------------------------------------------------------------- report
 
 def fmt_s(v: float | None) -> str:
@@ -360,6 +408,20 @@ def main(argv=None) -> int:
     for row in frontend(args.quick):
         print(f"{row['what']:<52} {fmt_s(row['cold']):>9} {fmt_s(row['warm']):>9}", flush=True)
     print("cold = first call in a fresh interpreter after `import dlspec`; warm = median of repeated calls here")
+
+    layers = 4 if args.quick else 48
+    print(f"\ntorch.compile, {layers}-layer GPT (width 128, batch 4 x 64 tokens): whole model vs regional")
+    r = compile_case(layers, budget_s, min_rounds)
+    header = f"{'':<10} {'compile':>9} {'graphs':>6} {'step':>9} {'vs eager':>8}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'eager':<10} {'-':>9} {'-':>6} {r['eager_ms']:>7.1f}ms {1:>8.2f}")
+    for name in ("whole", "regional"):
+        print(f"{name:<10} {r[name + '_compile_s']:>8.1f}s {r[name + '_graphs']:>6} {r[name + '_ms']:>7.1f}ms "
+              f"{r[name + '_ms'] / r['eager_ms']:>8.2f}", flush=True)
+    print(f"compile = first step less an eager step; graphs = distinct graphs dynamo compiled; step = median of "
+          f"{r['rounds']} interleaved rounds.\nregional compiles {r['whole_compile_s'] / r['regional_compile_s']:.1f}x "
+          f"faster; its step is {r['regional_ms'] / r['whole_ms']:.2f}x the whole model's")
     return 0
 
 

@@ -6,6 +6,7 @@ they carry the `distributed` mark (`pytest -m "not distributed"` leaves them out
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from support import ROOT
+from support import ROOT, SPECS
+
+import dlspec as dlspec_api
 
 pytestmark = [
     pytest.mark.distributed,
@@ -67,13 +70,13 @@ def dlspec(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
                           env=_env(), timeout=timeout)
 
 
-def torchrun(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    """`torchrun --nproc-per-node 2 -m dlspec ...` on 127.0.0.1 and a free port."""
+def torchrun(*args: str, module: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 -m dlspec ...` (or a script) on 127.0.0.1 and a free port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                           "127.0.0.1", "--master-port", str(port), "-m", "dlspec", *args],
+                           "127.0.0.1", "--master-port", str(port), *(["-m", "dlspec"] if module else []), *args],
                           capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout)
 
 
@@ -303,3 +306,177 @@ def test_a_rank_that_stalls_ends_the_run_after_the_collective_timeout(runs):
     assert "Traceback" not in output and "internal error" not in output, output
     assert output.count("error: rank 0 of 2: another process did not answer within 5 s") == 1, output
     assert "hint: a process is stuck" in output
+
+
+# ---- transformers: FSDP shards each block, DDP replicates; both equal one process (issue 13) ----------------
+# One torchrun launch trains every run below in one process group (the worker joins it once and calls the Python
+# API for each run), so the many small runs share one start-up. Dropout is off and the optimizer is plain SGD, so
+# runs that see the same global batches must agree up to float rounding.
+
+WORKER = """\
+import json, os, sys
+import torch.distributed as dist
+import dlspec, dlspec.train
+plan = json.loads(open(sys.argv[1]).read())
+launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+if launched:
+    dist.init_process_group("gloo")  # one group for every run: dlspec.train leaves a group it did not create
+for run in plan:
+    dlspec.train.train(dlspec.load(run["spec"], run["overrides"]), run["out"], progress="off")
+    if launched:
+        dist.barrier()
+if launched:
+    dist.destroy_process_group()
+"""
+
+TIED = """\
+dlspec: 1
+name: tied-gpt
+blocks:
+  token_embedding:
+    params: {vocab: int, dim: int}
+    layers:
+      - {id: wte, op: embedding, num: vocab, dim: dim}
+model:
+  vars: {vocab: 16, d: 32}
+  dims: {T: {example: 8, max: 8}}
+  inputs: {tokens: {shape: [B, T], dtype: int64}}
+  init: {weight: {scheme: normal, std: 0.02}, bias: zeros}
+  layers:
+    - {id: embed, op: token_embedding, vocab: vocab, dim: d}        # a block of its own: FSDP leaves it to the root
+    - {id: wpe, op: pos_embedding, max_len: 8, dim: d}
+    - {id: h, op: gpt_block, dim: d, heads: 4, repeat: 2, checkpoint: true}
+    - {id: ln_f, op: layer_norm, dim: d}
+    - {id: lm_head, op: linear, in: d, out: vocab, bias: false, tie: {weight: embed}}
+  outputs: {logits: lm_head}
+training:
+  seed: 0
+  threads: 1
+  max_steps: 6
+  data:
+    dataset: {kind: synthetic_tokens, samples: 256, length: 8, vocab: 16, task: reverse}
+    validation: {fraction: 0.25}
+    batch_size: 8
+  optimizer: {kind: sgd, lr: 0.5}
+  checkpoint: {every_steps: 3}
+"""
+
+SGD = {"kind": "sgd", "lr": 0.2, "momentum": 0.9}
+
+
+def _bert_data(path: Path) -> None:
+    """BERT inputs with real padding (a third of each row is padding) and a regression target for `pooled`."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (64, 12), generator=g)
+    mask = torch.ones(64, 12, dtype=torch.bool)
+    mask[:, 8:] = False
+    torch.save({"input_ids": ids, "token_type_ids": (torch.arange(12) >= 6).long().expand(64, 12).clone(),
+                "attention_mask": mask, "target": torch.randn(64, 32, generator=g)}, path)
+
+
+def _comparison_runs(root: Path) -> dict[str, tuple[str, dict]]:
+    """The transformers whose runs must agree: (spec, overrides) by name."""
+    (root / "tied.yaml").write_text(TIED)
+    _bert_data(root / "bert.pt")
+    char = {"model.vars.layers": 2, "model.vars.d_model": 32, "model.vars.dropout": 0.0, "training.threads": 1,
+            "training.max_steps": 4, "training.optimizer": SGD, "training.scheduler": {"kind": "constant"},
+            "training.data.batch_size": 8, "training.data.eval_batch_size": 64, "training.evaluation.every_steps": 4}
+    bert = {"model.vars.layers": 2, "model.vars.vocab": 64, "model.vars.positions": 16, "model.dims.T.max": 16,
+            "model.vars.dim": 32,
+            "model.vars.heads": 4, "model.vars.hidden": 64, "model.vars.dropout": 0.0,
+            "training": {"seed": 0, "threads": 1, "max_steps": 4, "optimizer": SGD,
+                         "loss": {"kind": "mse", "output": "pooled", "target": "target"},
+                         "data": {"dataset": {"kind": "pt", "path": str(root / "bert.pt")}, "batch_size": 8,
+                                  "validation": {"fraction": 0.25}}}}
+    return {"char-gpt": (str(ROOT / "specs" / "char-gpt.yaml"), char), "tied": (str(root / "tied.yaml"), {}),
+            "bert": (str(ROOT / "specs" / "bert-base.yaml"), bert)}
+
+
+def _quick_training(spec_path: Path, root: Path) -> tuple[str, dict]:
+    """A spec of specs/ at reduced size, trained for two steps: on its own data, or on random data shaped by
+    its inputs and first output (class labels for logits, a regression target otherwise)."""
+    from support import overrides_for
+
+    from dlspec.backend.inputs import random_inputs
+    from dlspec.front.spec import concrete_shape
+    overrides = dict(o.split("=", 1) for o in overrides_for(spec_path))
+    spec = dlspec_api.load(spec_path, overrides)
+    steps = {"training.max_steps": 2, "training.threads": 1}
+    if spec.training is not None:
+        return str(spec_path), {**overrides, **steps, "training.data.batch_size": 8}
+    sizes = {**spec.example_sizes(), "B": 16}
+    fields = {i.name: t for i, t in zip(spec.inputs, random_inputs(spec, sizes, seed=1))}
+    out = spec.outputs[0]
+    shape = concrete_shape(out.shape, sizes)
+    if out.name == "logits":
+        fields["target"] = torch.randint(0, shape[-1], shape[:-1], generator=torch.Generator().manual_seed(1))
+        loss = {"kind": "cross_entropy"}
+    else:
+        fields["target"] = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        loss = {"kind": "mse", "output": out.name}
+    torch.save(fields, root / f"{spec_path.stem}.pt")
+    training = {"seed": 0, "threads": 1, "max_steps": 2, "loss": loss, "optimizer": {"kind": "sgd", "lr": 0.01},
+                "data": {"dataset": {"kind": "pt", "path": str(root / f"{spec_path.stem}.pt")}, "batch_size": 4,
+                         "validation": {"fraction": 0}}}  # no evaluation, no best.pt: less to write
+    return str(spec_path), {**overrides, "training": training}
+
+
+def _worker(root: Path, plan: list[dict], name: str, launched: bool) -> None:
+    (root / "worker.py").write_text(WORKER)
+    (root / f"{name}.json").write_text(json.dumps(plan))
+    args = [str(root / "worker.py"), str(root / f"{name}.json")]
+    result = torchrun(*args, module=False, timeout=600) if launched else \
+        subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
+    ok(result)
+
+
+@pytest.fixture(scope="module")
+def transformer_runs(runs) -> Path:
+    """Each comparison case alone, under DDP and under FSDP; then every shipped spec under FSDP."""
+    root = runs / "transformers"
+    root.mkdir()
+    cases = _comparison_runs(root)
+    single = [{"spec": s, "overrides": o, "out": str(root / f"{n}-single")} for n, (s, o) in cases.items()]
+    _worker(root, single, "single", launched=False)
+    plan = [{"spec": s, "overrides": {**o, "training.distributed": {"strategy": strategy}},
+             "out": str(root / f"{n}-{strategy}")}
+            for n, (s, o) in cases.items() for strategy in ("ddp", "fsdp")]
+    plan[-3]["overrides"]["training.max_steps"] = 3  # tied-gpt under FSDP stops half way; one process resumes it
+    for path in SPECS:
+        spec, overrides = _quick_training(path, root)
+        plan.append({"spec": spec, "overrides": {**overrides, "training.distributed": {"strategy": "fsdp"}},
+                     "out": str(root / f"spec-{path.stem}")})
+    _worker(root, plan, "launched", launched=True)
+    return root
+
+
+@pytest.mark.parametrize("case", ["char-gpt", "tied", "bert"])
+def test_fsdp_and_ddp_transformers_match_one_process(transformer_runs, case):
+    single = weights(transformer_runs / f"{case}-single" / "weights.pt")
+    assert_close(single, weights(transformer_runs / f"{case}-ddp" / "weights.pt"))
+    if case == "tied":  # FSDP stopped at step 3 of 6: its weights are the single run's step-3 checkpoint's
+        assert_close(weights(transformer_runs / "tied-single/checkpoints/step-00000003.pt"),
+                     weights(transformer_runs / "tied-fsdp" / "weights.pt"))
+    else:
+        assert_close(single, weights(transformer_runs / f"{case}-fsdp" / "weights.pt"))
+    start = events(transformer_runs / f"{case}-fsdp", "start")[0]
+    assert start["processes"] == 2 and start["strategy"] == "fsdp"
+
+
+def test_one_process_resumes_an_fsdp_transformer_run_with_tied_weights(transformer_runs):
+    run = transformer_runs / "tied-fsdp"
+    ok(dlspec("train", "--resume", str(run), "--set", "training.max_steps=6"))
+    resumed, expected = weights(run / "weights.pt"), weights(transformer_runs / "tied-single" / "weights.pt")
+    assert_close(expected, resumed)
+    assert "lm_head.weight" not in resumed or torch.equal(resumed["lm_head.weight"], resumed["embed.wte.weight"])
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_spec_trains_under_fsdp(transformer_runs, path):
+    run = transformer_runs / f"spec-{path.stem}"
+    (start,) = events(run, "start")
+    assert start["strategy"] == "fsdp" and start["processes"] == 2
+    (end,) = events(run, "end")
+    assert end["steps"] == 2 and end["processes"] == 2
+    final = weights(run / "weights.pt")
+    assert all(torch.isfinite(t).all() for t in final.values() if t.is_floating_point())

@@ -297,6 +297,58 @@ def test_a_format_that_cannot_be_produced_names_the_spec_node_and_the_others_are
     assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no scratch files left
 
 
+BLOCKS = """\
+dlspec: 1
+name: blocky
+model:
+  dims: {T: {example: 4, max: 8}}
+  inputs: {x: {shape: [B, T, 16]}}
+  layers:
+    - {id: h, op: gpt_block, dim: 16, heads: 2, repeat: 2}
+    - {id: head, op: linear, in: 16, out: 3}
+"""
+
+
+def test_a_node_inside_a_block_that_cannot_be_exported_is_named_with_its_instance(tmp_path, capsys, monkeypatch):
+    """A line of a block's class runs in every copy: the failing copy comes from the module that ran it."""
+    build = dlspec.build
+
+    def patched(spec, *args, **kwargs):
+        model = build(spec, *args, **kwargs)
+        fc = model.h[1].mlp.fc
+
+        def forward(x):
+            if x.sum() > 0:  # data-dependent control flow: torch.export cannot trace it
+                return F.linear(x, fc.weight, fc.bias)
+            return F.linear(x, fc.weight, fc.bias)
+        fc.forward = forward
+        return model
+    monkeypatch.setattr(dlspec, "build", patched)
+    spec = write_spec(tmp_path, text=BLOCKS)
+    code, _, err = cli(capsys, "export", spec, "--out", tmp_path / "out", "--format", "pt2")
+    assert code == 1
+    stdlib = REPO / "dlspec" / "stdlib" / "transformer.yaml"
+    assert f"{stdlib}:{line_of(stdlib, '{id: fc, op: linear')}:9: error: cannot export node 'h.1.mlp.fc' (linear) " \
+           f"(in h.1.mlp, a mlp block used at {stdlib}:" in err
+
+
+def test_the_node_of_a_failing_line_in_a_block_class_is_found_in_the_instance_that_ran_it(tmp_path, monkeypatch):
+    from dlspec.export.blame import culprit
+    spec = dlspec.load(write_spec(tmp_path, text=BLOCKS))
+    model = dlspec.build(spec)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel")
+    monkeypatch.setattr(F, "gelu", broken)
+    with pytest.raises(RuntimeError) as info:
+        model(*random_inputs(spec))
+    node = culprit(info.value, spec, model)
+    assert node.name == "h.0.mlp.gelu_0" and node.op == "gelu"
+    with pytest.raises(RuntimeError) as info:
+        model.h[1].mlp(torch.randn(2, 4, 16))
+    assert culprit(info.value, spec, model).name == "h.1.mlp.gelu_0"
+
+
 def test_a_dynamic_dim_the_model_cannot_take_is_reported_at_the_dim(tmp_path, capsys, monkeypatch):
     """The front end refuses an unbounded T before a 64-position embedding; behind that check, a dim
     constraint torch.export finds is still a located error, not torch's message."""

@@ -99,3 +99,44 @@ def test_spec_hash_follows_the_model_not_the_training_section():
     assert dlspec.load(ROOT / "specs" / "seed-mlp.yaml").spec_hash == base.spec_hash
     wider = dlspec.load(ROOT / "specs" / "seed-mlp.yaml", ["model.layers.0.out=255", "model.layers.2.in=255"])
     assert wider.spec_hash != base.spec_hash
+
+
+def test_block_instances_are_recorded_over_their_nodes():
+    spec = dlspec.load(ROOT / "specs" / "gpt2-small.yaml", ["model.vars.layers=2"])
+    graph = spec.graph
+    assert [(i.name, i.block) for i in graph.instances] == [("h.0", "gpt_block"), ("h.0.mlp", "mlp"),
+                                                            ("h.1", "gpt_block"), ("h.1.mlp", "mlp")]
+    for inst in graph.instances:  # its nodes are exactly those under its name
+        inside = [n.name for n in graph.nodes if n.name.startswith(inst.name + ".")]
+        assert [graph.nodes[k].name for k in inst.nodes] == inside
+    h1 = graph.instances[2]
+    assert h1.input_names == ("x",) and h1.inputs == graph.instances[0].outputs == ("h.0.residual_1",)
+    assert dict(h1.params)["hidden"] == 3072 and dict(h1.params)["approximate"] == "tanh"
+    assert graph.init == (("*weight", {"scheme": "normal", "std": 0.02}), ("*bias", {"scheme": "zeros"}))
+    checkpointed = dlspec.load(VALID_DIR / "training-features.yaml").graph.instances
+    assert [(i.name, i.checkpoint) for i in checkpointed] == [("h.0", True), ("h.0.mlp", False), ("h.1", True),
+                                                              ("h.1.mlp", False)]
+
+
+def test_node_ids_may_be_any_module_name():
+    """Digits included, so a spec reproduces nn.Sequential keys (torchvision's `layer1.0.downsample.0.weight`)."""
+    spec = dlspec.load(VALID_DIR / "module-names.yaml")
+    n = nodes(spec)
+    assert n["layer1.0.downsample.0"].op == "conv2d" and n["features.1.conv.0.1"].op == "batch_norm2d"
+    assert "layer1.1.downsample.0" not in n and n["3"].op == "conv2d"  # `id: 3` at the top level
+    assert n["features.1.residual_0"].inputs == ("features.0.1", "features.1.conv.2")  # `from: 0` in a block
+    keys = dlspec.build(spec).state_dict()
+    assert {"layer1.0.downsample.0.weight", "layer1.0.downsample.1.running_mean", "features.1.conv.0.0.weight",
+            "features.1.conv.2.bias", "3.weight"} <= set(keys)
+
+
+def test_reserved_module_names_cover_the_installed_torch():
+    """An id may not be an attribute of the generated classes: the list in dlspec/core/names.py holds every
+    attribute nn.Module and FSDP give a module, so an id cannot hide one (or be refused by add_module)."""
+    import torch.nn as nn
+    from torch.distributed.fsdp import FSDPModule
+
+    from dlspec.core.names import MODULE_ATTRIBUTES
+    have = set(dir(nn.Module)) | set(vars(nn.Module())) | set(dir(FSDPModule))
+    have = {name for name in have if not name.startswith("___")}  # marks torch.compile sets on nn.Module itself
+    assert have - MODULE_ATTRIBUTES == set(), "add these to dlspec/core/names.py"

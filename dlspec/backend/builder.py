@@ -12,19 +12,24 @@ import functools
 import hashlib
 import linecache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from ..core.budget import check_parameters
 from ..front.spec import Spec, load
-from .codegen import class_name, generate
+from .codegen import Source, class_name, generate
+
+
+def generated(spec: Spec, standalone: bool = False) -> Source:
+    """The spec's PyTorch source, with the spec node each forward line runs."""
+    return generate(spec.graph, class_name(spec.name), standalone=standalone,
+                    header=f"{spec.path.name} (spec hash {spec.spec_hash[:12]})")
 
 
 def source(spec: Spec, standalone: bool = False) -> str:
-    return generate(spec.graph, class_name(spec.name), standalone=standalone,
-                    header=f"{spec.path.name} (spec hash {spec.spec_hash[:12]})")
+    return generated(spec, standalone).text
 
 
 def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0,
@@ -55,3 +60,13 @@ def _namespace(text: str, filename: str) -> dict:
     namespace: dict = {"__name__": "dlspec_model_" + hashlib.sha256(text.encode()).hexdigest()[:16]}
     exec(compile(text, filename, "exec"), namespace)
     return namespace
+
+
+def blocks(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """The outermost block instances of a built model, by module path (`h.0`, `h.1`, ...): the units that
+    FSDP shards one by one and regional compilation compiles. Modules inside them are not listed."""
+    names = {inst.name for inst in model.dlspec_spec.graph.instances}
+    for inst in model.dlspec_spec.graph.instances:
+        parts = inst.name.split(".")
+        if not any(".".join(parts[:end]) in names for end in range(1, len(parts))):
+            yield inst.name, model.get_submodule(inst.name)

@@ -1,8 +1,11 @@
-"""The IR: a flat, immutable graph of typed nodes.
+"""The IR: an immutable graph of typed nodes, and the block instances that group them.
 
-Blocks, repeats and residuals are expanded by lowering, so every node here is
-one layer with a qualified name (`h.3.attn`) that is also its module path and
-state-dict prefix. Passes return new graphs (`dataclasses.replace`).
+Lowering expands blocks, repeats and residuals, so every node is one layer with a
+qualified name (`h.3.attn`) that is also its module path and state-dict prefix; the
+flat node list is what shape inference, summaries and export checks walk. Each use
+of a block is also recorded as an `Instance` over a contiguous run of those nodes,
+which is what the code generator turns into a module class of its own. Passes
+return new graphs (`dataclasses.replace`).
 """
 from __future__ import annotations
 
@@ -64,6 +67,25 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """One use of a block: `graph.nodes[nodes.start:nodes.stop]` is its body, all named `name.*`.
+
+    Instances nest (an `mlp` inside `h.3`); a repeated block gives one instance per copy (`h.0` ..).
+    """
+
+    name: str  # qualified, unique: module path and state-dict prefix, as for nodes
+    block: str  # the block definition it instantiates
+    params: tuple[tuple[str, Any], ...]  # the block's parameters, resolved
+    input_names: tuple[str, ...]  # the block's names for the inputs passed (x, mask), in order
+    inputs: tuple[str, ...]  # value names passed in, one per input name
+    outputs: tuple[str, ...]  # value names it returns
+    nodes: range  # indices of its body in graph.nodes
+    loc: Loc | None
+    checkpoint: bool = False  # its call is recomputed in backward (it roots a checkpointed region)
+    init: tuple[tuple[str, Mapping], ...] = ()  # init schemes in force inside it, its own first
+
+
+@dataclass(frozen=True)
 class Graph:
     name: str
     inputs: tuple[Value, ...]
@@ -71,6 +93,8 @@ class Graph:
     outputs: tuple[tuple[str, str], ...]  # (output name, value name)
     output_locs: tuple[tuple[str, Loc | None], ...] = ()
     types: Mapping[str, TensorType] = field(default_factory=dict)  # value name -> type, set by shape inference
+    instances: tuple[Instance, ...] = ()  # every block instance, outer before inner
+    init: tuple[tuple[str, Mapping], ...] = ()  # the model-wide init schemes (model.init)
 
     def producer(self) -> dict[str, Node]:
         return {v: n for n in self.nodes for v in n.outputs}

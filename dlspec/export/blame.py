@@ -5,21 +5,23 @@ The user wrote a spec, so we name the spec node and its line instead. Two
 trails lead back: a torch.fx node in a failing frame (the ONNX translator and
 torch.export walk fx nodes) carries the module path (`h.0.attn`, which is the IR
 node's name) and a stack trace into the generated forward; and a frame or
-stack-trace line inside the generated forward, whose code line names the node.
+stack-trace line inside the generated source. A line of a block's class is run
+by every instance of the class: the code generator says which node of the class
+it runs (`mlp.fc`), and the module that ran it (the frame's `self`, or the fx
+node's module stack) says which instance (`h.3`).
 """
 from __future__ import annotations
 
 import inspect
-import linecache
 import re
 import traceback
 
 import torch
 
+from dlspec.backend.builder import generated
 from dlspec.core.errors import Problem
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
 
 
 def export_problem(formats: list[str], error: BaseException, spec, model: torch.nn.Module) -> Problem:
@@ -84,39 +86,47 @@ def _set_dim(spec, name: str, bounds: dict) -> str:
 def culprit(error: BaseException, spec, model: torch.nn.Module):
     """The IR node an exception points at, or None."""
     nodes = {n.name: n for n in spec.graph.nodes}
+    code = generated(spec)
     source = _source_file(model)
+    paths = {id(module): path for path, module in model.named_modules()}
     found = None
     for exc in _chain(error):
         for frame, lineno in traceback.walk_tb(exc.__traceback__):
             fx_node = frame.f_locals.get("node")
             if isinstance(fx_node, torch.fx.Node):
-                found = _from_fx(fx_node, nodes, spec, source) or found
+                found = _from_fx(fx_node, nodes, code, source) or found
             elif frame.f_code.co_filename == source:
-                found = _from_line(source, lineno, nodes, spec) or found
+                found = _from_line(code, lineno, nodes, paths.get(id(frame.f_locals.get("self")))) or found
         if found is None and source:  # torch.export quotes the user's stack in its messages
             for file, line in _FRAME.findall(str(exc)):
                 if file == source:
-                    found = _from_line(source, int(line), nodes, spec) or found
+                    found = _from_line(code, int(line), nodes) or found
     return found
 
 
-def _from_fx(fx_node: torch.fx.Node, nodes: dict, spec, source: str | None):
-    stack = fx_node.meta.get("nn_module_stack") or {}
-    for path, _type in reversed(list(stack.values())):  # innermost module first
+def _from_fx(fx_node: torch.fx.Node, nodes: dict, code, source: str | None):
+    stack = list((fx_node.meta.get("nn_module_stack") or {}).values())
+    for path, _type in reversed(stack):  # innermost module first
         node = _by_module_path(path, nodes)
         if node is not None:
             return node
     trace = fx_node.meta.get("stack_trace") or ""
     for file, line in reversed(_FRAME.findall(trace)):
-        if file == source:
-            return _from_line(source, int(line), nodes, spec)
+        if file == source and int(line) in code.lines:
+            cls = code.lines[int(line)][0]
+            scope = next((_module_path(path) for path, kind in reversed(stack)
+                          if str(getattr(kind, "__name__", kind)).rpartition(".")[2] == cls), None)
+            return _from_line(code, int(line), nodes, scope)
     return None
+
+
+def _module_path(path: str) -> str:
+    return re.sub(r"\[(\d+)\]", r".\1", path)  # strict export writes h[0].attn
 
 
 def _by_module_path(path: str, nodes: dict):
     """The IR node whose name is the longest prefix of a module path (`h.0.attn.qkv` -> `h.0.attn`)."""
-    path = re.sub(r"\[(\d+)\]", r".\1", path)  # strict export writes h[0].attn
-    parts = path.split(".")
+    parts = _module_path(path).split(".")
     for end in range(len(parts), 0, -1):
         node = nodes.get(".".join(parts[:end]))
         if node is not None:
@@ -124,24 +134,14 @@ def _by_module_path(path: str, nodes: dict):
     return None
 
 
-def _from_line(source: str, lineno: int, nodes: dict, spec):
-    """The IR node a line of the generated forward computes: the first name on it that is a node or a value."""
-    text = linecache.getline(source, lineno).split("#")[0]
-    producer = spec.graph.producer()
-    by_identifier = {_identifier(name): node for name, node in nodes.items()}
-    by_identifier.update({_identifier(value): node for value, node in producer.items()})
-    for word in _WORD.findall(text):
-        word = word.removeprefix("self.")
-        for candidate in (word, _identifier(word)):
-            if candidate in nodes:
-                return nodes[candidate]
-            if candidate in by_identifier:
-                return by_identifier[candidate]
-    return None
-
-
-def _identifier(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+def _from_line(code, lineno: int, nodes: dict, scope: str | None = None):
+    """The IR node a line of the generated source runs, in the instance at module path `scope` (default: the
+    first instance of the line's class)."""
+    if lineno not in code.lines:
+        return None
+    cls, label = code.lines[lineno]
+    scope = code.classes[cls][0] if scope is None else scope
+    return nodes.get(f"{scope}.{label}" if scope else label)
 
 
 def _source_file(model: torch.nn.Module) -> str | None:

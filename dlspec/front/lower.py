@@ -1,9 +1,10 @@
-"""Stage 3: lower a schema-valid document to the flat IR.
+"""Stage 3: lower a schema-valid document to the IR.
 
 Expands blocks (with typed, defaulted parameters), `repeat`, `residual`,
 `when` conditions and variables; resolves every name a node refers to; gives
-each node a qualified name that is its module path. Problems are collected,
-each at the line of the value that causes it, and raised together.
+each node a qualified name that is its module path, and records each use of a
+block as an `Instance` over its nodes. Problems are collected, each at the line
+of the value that causes it, and raised together.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import sympy
 from ..core import dims as D
 from ..core.errors import DlspecError, Loc, Problem, did_you_mean, format_path, unquoted_comma
 from ..core.expr import ExprError, evaluate, is_expression
-from ..core.ir import Graph, Node, TensorType, Value
+from ..core.ir import Graph, Instance, Node, TensorType, Value
 from ..core.layers import REGISTRY, Attr, LayerKind, kind_hint
+from ..core.names import MODULE_ATTRIBUTES
 from .document import Document, load_document
 
 NODE_KEYS = ("id", "op", "from", "when", "repeat", "checkpoint", "trainable", "init", "tie", "outputs")
@@ -68,6 +70,7 @@ class _Lowering:
     blocks: dict[str, tuple[dict, tuple, Document]]
     problems: list[Problem] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    instances: list[Instance | None] = field(default_factory=list)  # None: an instance still being lowered
     producer: dict[str, str] = field(default_factory=dict)  # value name -> node name
     node_names: set[str] = field(default_factory=set)
     copies: int = 0  # repeat copies lowered, bounded like nodes: copies of an empty block make no node
@@ -129,7 +132,8 @@ def lower(doc: Document) -> Graph:
                 pass
     if low.problems:
         raise DlspecError(low.problems)
-    return Graph(data.get("name", doc.path.stem), tuple(inputs), tuple(low.nodes), tuple(outputs), tuple(output_locs))
+    return Graph(data.get("name", doc.path.stem), tuple(inputs), tuple(low.nodes), tuple(outputs), tuple(output_locs),
+                 instances=tuple(low.instances), init=top.init)
 
 
 def _dim(raw, env: dict):
@@ -186,8 +190,8 @@ def _lower_list(low: _Lowering, scope: _Scope, items: list, path: tuple, current
             current = _lower_item(low, scope, item, path + (i,), current)
         except _Fail:
             current = _FAILED
-            if isinstance(item.get("id"), str) and item["id"] not in scope.names:
-                scope.names[item["id"]] = _FAILED
+            if "id" in item and str(item["id"]) not in scope.names:
+                scope.names[str(item["id"])] = _FAILED
     return current
 
 
@@ -204,7 +208,11 @@ def _lower_item(low: _Lowering, scope: _Scope, item: dict, path: tuple, current:
     if repeat < 1:
         raise low.fail(f"repeat must be at least 1, got {repeat}", scope.locate(path + ("repeat",)), path + ("repeat",))
 
-    local_id = item.get("id") or _auto_id(scope, op)
+    local_id = str(item["id"]) if "id" in item else _auto_id(scope, op)
+    if local_id in MODULE_ATTRIBUTES:
+        raise low.fail(f"id '{local_id}' is taken: every nn.Module has an attribute of that name",
+                       scope.locate(path + ("id",)) or loc, path + ("id",),
+                       hint="choose another id (it becomes a module name and state-dict key)", scope=scope)
     if local_id in scope.names:
         raise low.fail(f"duplicate id '{local_id}'", scope.locate(path + ("id",)) or loc, path + ("id",),
                        hint="ids must be unique within the model or block", scope=scope)
@@ -268,6 +276,8 @@ def _auto_id(scope: _Scope, op: str) -> str:
 
 def _ref(low: _Lowering, scope: _Scope, ref: Any, path: tuple) -> str:
     loc = scope.locate(path)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        ref = str(ref)  # `from: 0` names the node whose id is 0
     if not isinstance(ref, str):
         raise low.fail(f"expected a node name, got {ref!r}", loc, path)
     if ref in scope.names:
@@ -389,7 +399,7 @@ def _lower_layer(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
         except _Fail:
             failed = True
             continue
-        if attr.type == "ref" and scope.names.get(item[attr.name], None) == ():
+        if attr.type == "ref" and scope.names.get(str(item[attr.name]), None) == ():
             attrs[attr.name] = None  # refers to a block input that was not passed
         elif attr.type == "ref" and item[attr.name] is not None:
             try:
@@ -413,11 +423,8 @@ def _lower_layer(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
         ties.append((param, low.producer.get(value, value), tparam or param))
     node = Node(
         name=name, op=kind.name, attrs=tuple(attrs.items()), inputs=tuple(inputs) + tuple(refs), outputs=outputs,
-        loc=scope.locate(path), context=scope.context, attr_locs=tuple(attr_locs),
-        region=scope.region or (name if item.get("checkpoint") else None),
-        trainable=scope.trainable and item.get("trainable", True),
-        init=_parse_init(item["init"]) + scope.init if "init" in item else scope.init,
-        ties=tuple(ties))
+        loc=scope.locate(path), context=scope.context, attr_locs=tuple(attr_locs), ties=tuple(ties),
+        **_inherited(scope, item, name))
     if name in low.node_names:
         raise low.fail(f"two nodes are both named '{name}'", node.loc, path, hint="give one of them another id", scope=scope)
     low.node_names.add(name)
@@ -430,12 +437,21 @@ def _lower_layer(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
 def _lower_residual(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, inputs: tuple) -> tuple:
     if len(inputs) != 1:
         raise low.fail(f"a residual takes one input, got {len(inputs)}", scope.locate(path), path, scope=scope)
-    body = _lower_list(low, scope, item.get("body") or [], path + ("body",), inputs)
-    short = _lower_list(low, scope, item["shortcut"], path + ("shortcut",), inputs) if item.get("shortcut") else inputs
+    # its branches are lowered into the same namespace, with the residual's checkpoint, trainable and init
+    inner = replace(scope, **_inherited(scope, item, name))
+    body = _lower_list(low, inner, item.get("body") or [], path + ("body",), inputs)
+    short = _lower_list(low, inner, item["shortcut"], path + ("shortcut",), inputs) if item.get("shortcut") else inputs
     if body in (None, _FAILED) or short in (None, _FAILED):
         raise _Fail()
-    flags = {k: v for k, v in item.items() if k in ("checkpoint", "trainable")}
-    return _lower_layer(low, scope, {"op": "add", **flags}, path, name, REGISTRY["add"], short + body)
+    return _lower_layer(low, inner, {"op": "add"}, path, name, REGISTRY["add"], short + body)
+
+
+def _inherited(scope: _Scope, item: dict, name: str) -> dict:
+    """What the nodes inside a block instance or residual inherit from it: a checkpointed region (an enclosing
+    one wins), freezing, and init schemes (its own before those in force around it)."""
+    return {"region": scope.region or (name if item.get("checkpoint") else None),
+            "trainable": scope.trainable and item.get("trainable", True),
+            "init": _parse_init(item["init"]) + scope.init if "init" in item else scope.init}
 
 
 def _lower_block(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: str, op: str, inputs: tuple) -> tuple:
@@ -474,19 +490,24 @@ def _lower_block(low: _Lowering, scope: _Scope, item: dict, path: tuple, name: s
     where = f"{loc}" if loc else op
     child = _Scope(
         prefix=name + ".", env=env, locate=block_locate, key_locate=lambda p: bdoc.locate(p, key=True),
-        names=passed,
-        region=scope.region or (name if item.get("checkpoint") else None),
-        trainable=scope.trainable and item.get("trainable", True),
-        init=_parse_init(item["init"]) + scope.init if "init" in item else scope.init,
+        names=passed, **_inherited(scope, item, name),
         context=f"in {name}, a {op} block used at {where}" + (f"; {scope.context}" if scope.context else ""),
         depth=scope.depth + 1)
+    slot, start = len(low.instances), len(low.nodes)
+    low.instances.append(None)  # outer instances come before the ones inside them
     last = _lower_list(low, child, body.get("layers") or [], bpath + ("layers",), (inputs[0],))
     declared = body.get("outputs")
     if declared:
-        return tuple(_ref(low, child, ref, bpath + ("outputs", i)) for i, ref in enumerate(declared))
-    if last in (None, _FAILED):
+        outputs = tuple(_ref(low, child, ref, bpath + ("outputs", i)) for i, ref in enumerate(declared))
+    elif last in (None, _FAILED):
         raise _Fail()
-    return last
+    else:
+        outputs = last
+    low.instances[slot] = Instance(
+        name=name, block=op, params=tuple(env.items()), input_names=tuple(block_inputs[:len(inputs)]),
+        inputs=tuple(inputs), outputs=outputs, nodes=range(start, len(low.nodes)), loc=loc,
+        checkpoint=child.region == name, init=child.init)
+    return outputs
 
 
 def _parse_init(raw) -> tuple[tuple[str, dict], ...]:

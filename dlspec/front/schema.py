@@ -23,6 +23,13 @@ from .document import Document
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "dlspec.schema.json"
 IDENT = "^[A-Za-z_][A-Za-z0-9_]*$"
+# A node id is a module name: anything nn.Module takes (no dot), so `0` and `downsample` both work; `:` is
+# kept for tie targets (`wte:weight`)
+NODE_ID = r"^[^.:\s]+$"
+REF = r"^[^:\s]+$"  # a node id, or `id.N` for one output of a multi-output node
+PATTERN_EXPECTED = {IDENT: "letters, digits and _ (not starting with a digit)",
+                    NODE_ID: "a module name: no dots, colons or spaces (digits alone are fine: `0`)",
+                    REF: "a node id, or `id.N` for one of its outputs"}
 INIT_SCHEMES = ("zeros", "ones", "constant", "normal", "trunc_normal", "uniform", "xavier_uniform", "xavier_normal",
                 "kaiming_uniform", "kaiming_normal", "orthogonal")
 
@@ -34,12 +41,14 @@ _ATTR_TYPES = {
     "ints": {"type": ["integer", "string", "array"], "items": {"type": ["integer", "string"]}},
     "padding": {"type": ["integer", "string", "array"], "items": {"type": ["integer", "string"]}},
     "dims": {"type": "array", "items": {"type": ["integer", "string"]}},
-    "ref": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.]*$"},
+    "ref": {"type": ["string", "integer"], "pattern": REF, "minimum": 0},
 }
 _NODE_COMMON = {
-    "id": {"type": "string", "pattern": IDENT,
-           "description": "Name of this node: its module path and state-dict prefix, and how later nodes refer to it."},
-    "from": {"type": ["string", "array"], "items": {"type": "string"},
+    "id": {"type": ["string", "integer"], "pattern": NODE_ID, "minimum": 0,
+           "description": "Name of this node: its module path and state-dict prefix, and how later nodes refer to it. "
+                          "Any module name (digits too: `0`, as in nn.Sequential)."},
+    "from": {"type": ["string", "integer", "array"], "pattern": REF, "minimum": 0,
+             "items": {"type": ["string", "integer"], "pattern": REF, "minimum": 0},
              "description": "Input node(s) by id (or `id.0` for one output of a multi-output node). Default: the previous node."},
     "when": {"type": ["boolean", "string"], "description": "Condition over block parameters; when false the node is skipped "
                                                             "and its input passes through."},
@@ -295,7 +304,7 @@ def _problems(error: ValidationError, doc: Document) -> list[Problem]:
                         hint="this dlspec reads format version 1" if path == ["dlspec"] else None)]
     if kind == "pattern":
         return [Problem(f"{_show(value)} is not a valid name here", loc, where,
-                        expected="letters, digits and _ (not starting with a digit)")]
+                        expected=PATTERN_EXPECTED.get(error.validator_value, error.validator_value))]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "minProperties"):
         return [Problem(error.message.replace("is less than the minimum of", "is below the minimum"), loc, where)]
     return [Problem(error.message, loc, where)]

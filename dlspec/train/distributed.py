@@ -2,9 +2,11 @@
 
 Nothing here is home-made: processes come from torchrun (or `--nproc`, which
 runs torchrun for the user), gradients are averaged by DistributedDataParallel
-or sharded by FSDP2's `fully_shard`, and checkpoints are gathered with
+or sharded by FSDP2's `fully_shard` (each block instance, then the model: the
+standard transformer recipe), and checkpoints are gathered with
 `torch.distributed.checkpoint.state_dict`. Outside torchrun everything is a
-no-op with world size 1, so the training loop has one code path.
+no-op with world size 1, so the training loop has one code path. `wrap` also
+applies `torch.compile`: to the whole model, or to each block (regional).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -27,6 +29,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     strategy: str | None = None  # ddp | fsdp when size > 1
+    owns_group: bool = False  # this run joined the process group, so it leaves it (a caller's group is kept)
 
     @property
     def main(self) -> bool:
@@ -55,7 +58,8 @@ def init(strategy: str | None, backend: str, timeout_s: int, device_type: str, l
     if strategy == "fsdp":
         _fully_shard(locate)  # fails here, before any process waits for another, if FSDP2 is missing
     backend = _check_backend(backend, device_type, locate)
-    if not dist.is_initialized():
+    joined = not dist.is_initialized()
+    if joined:
         try:
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         except (dist.DistError, RuntimeError, ValueError) as exc:
@@ -63,7 +67,7 @@ def init(strategy: str | None, backend: str, timeout_s: int, device_type: str, l
                                      f"{gist(exc)}", locate(("training", "distributed")),
                                      hint="start every process with torchrun (or `dlspec train --nproc N`); for "
                                           "several machines check --rdzv-endpoint and that its port is open") from None
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), strategy)
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), strategy, joined)
 
 
 def _die_with_launcher() -> None:
@@ -154,23 +158,57 @@ def failure(exc: BaseException, world: World, timeout_s: int) -> BaseException:
 
 
 def shutdown(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    if world.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    """DDP wraps the model; fully_shard shards it in place (children with parameters, then the root)."""
-    if world.size == 1:
-        return model
-    if world.strategy == "fsdp":
+def wrap(model: torch.nn.Module, world: World, device: torch.device,
+         compile_options: Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """The module to train: `model` (placed on its device) compiled and distributed as configured.
+
+    `compile_options` are those of `training.compile` (None: eager). With `regional: true` each block
+    instance is compiled in place (instances of one class share one compiled graph, so a 48-layer model
+    compiles its block once); otherwise, or when the model has no blocks, the returned module is torch.compile
+    of the whole. Under FSDP each block instance is sharded, then the model (which keeps what is outside the
+    blocks, and any parameter a block shares with them, such as an embedding tied to the output layer); DDP
+    wraps the model. State-dict keys stay the model's own throughout, so checkpoints move between strategies.
+    """
+    options = dict(compile_options or {})
+    regional = _blocks(model) if options.pop("regional", False) else []  # no blocks: the whole is compiled
+    for block in regional:
+        block.compile(**options)
+    net = model
+    if world.size > 1 and world.strategy == "fsdp":
         fully_shard = _fully_shard()
-        for child in model.children():
-            if any(True for _ in child.parameters()):
-                fully_shard(child)
+        for block in _shardable(model):
+            fully_shard(block)
         fully_shard(model)
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif world.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_options is not None and not regional:
+        net = torch.compile(net, **options)
+    return net
+
+
+def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    from dlspec.backend.builder import blocks
+    return [block for _, block in blocks(model)] if hasattr(model, "dlspec_spec") else []
+
+
+def _shardable(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The units FSDP shards before the model: its blocks (its layers with parameters when it has no blocks),
+    except those sharing a parameter with a module outside them, which the model's own unit keeps."""
+    units = _blocks(model) or [layer for child in model.children()
+                               for layer in (child if isinstance(child, torch.nn.ModuleList) else [child])
+                               if any(True for _ in layer.parameters())]
+    holders: dict[int, list[int]] = {}  # parameter -> the modules holding it (two, for a tied weight)
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            holders.setdefault(id(p), []).append(id(module))
+    inside = [{id(m) for m in unit.modules()} for unit in units]
+    return [unit for k, unit in enumerate(units)
+            if all(m in inside[k] for p in unit.parameters() for m in holders[id(p)])]
 
 
 @contextlib.contextmanager
@@ -232,10 +270,15 @@ def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, mo
                     optimizer_state: dict) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
     options = StateDictOptions(full_state_dict=True)
-    if not optimizer_state.get("state"):  # nothing to restore (SGD without momentum), and torch's loader needs a tensor
-        set_model_state_dict(model, model_state, options=options)
+    if optimizer_state.get("state"):
+        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                       options=options)
         return
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state, options=options)
+    # an optimizer that keeps no state (SGD without momentum) has only its groups' settings to restore, and
+    # torch's loader cannot place an empty state
+    set_model_state_dict(model, model_state, options=options)
+    for group, saved in zip(optimizer.param_groups, optimizer_state["param_groups"]):
+        group.update({k: v for k, v in saved.items() if k != "params"})
 
 
 def preflight(spec, nproc: int) -> None:

@@ -76,11 +76,15 @@ _RUN = {  # how the run is computed
     "device": {"type": "string", "pattern": r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
                "description": "auto (cuda > mps > cpu), cpu, mps, cuda or cuda:N."},
     "precision": _str("fp32, bf16 or fp16 (autocast; fp16 uses a gradient scaler).", ["fp32", "bf16", "fp16"]),
-    "compile": {"description": "torch.compile the model: true, or {backend, mode}.", "anyOf": [
+    "compile": {"description": "torch.compile the model: true, or {backend, mode, regional}.", "anyOf": [
         {"type": "boolean"},
         _obj("torch.compile options.", {"backend": _str("Compiler backend (default inductor)."),
                                         "mode": _str("Compile mode.", ["default", "reduce-overhead",
-                                                                       "max-autotune"])})]},
+                                                                       "max-autotune"]),
+                                        "regional": _bool("Compile each block instead of the whole model: a "
+                                                          "repeated block compiles once, so a deep model "
+                                                          "starts much sooner (layers outside blocks run "
+                                                          "eagerly).")})]},
     "epochs": _int("Passes over the training set.", 1),
     "max_steps": _int("Stop after this many optimizer steps (wins over epochs when both are set).", 1),
 }

@@ -147,9 +147,7 @@ def _model(spec, cfg: config.TrainConfig, world, device, base_dir: Path, resumed
     init_report = transfer.init_from(model, cfg.init_from, base_dir, spec.locate) if cfg.init_from and not resumed else None
     transfer.freeze(model, cfg.freeze, cfg.unfreeze, spec.locate)
     model.to(device)
-    net = distributed.wrap(model, world, device)
-    if cfg.compile is not None:
-        net = torch.compile(net, **cfg.compile)
+    net = distributed.wrap(model, world, device, cfg.compile)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = optim.build(trainable, cfg.optimizer, device, spec.locate)
     return model, net, optimizer, [p for _, p in trainable], init_report
