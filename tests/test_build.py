@@ -215,7 +215,7 @@ def test_blocks_are_modules_whose_forward_runs():
 def test_one_class_per_distinct_block_body():
     """resnet18's stages: the two identical blocks of layer1 share a class; the first block of layers 2-4 (strided,
     with a projection shortcut) and the second differ in parameters, so each gets its own."""
-    model = dlspec.build(ROOT / "specs" / "resnet18.yaml", ["model.vars.image=32"])
+    model = dlspec.build(ROOT / "specs" / "resnet18.yaml", overrides_for(ROOT / "specs" / "resnet18.yaml"))
     names = {stage: [type(b).__name__ for b in getattr(model, stage)] for stage in ("layer1", "layer2", "layer3")}
     assert names == {"layer1": ["ResnetBasicBlock"] * 2, "layer2": ["ResnetBasicBlock2", "ResnetBasicBlock3"],
                      "layer3": ["ResnetBasicBlock4", "ResnetBasicBlock5"]}
