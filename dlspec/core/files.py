@@ -5,6 +5,7 @@ program writes: a teammate can read a run directory or a hand-off the way the us
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -65,3 +66,12 @@ def _cannot_write(path: Path, exc: OSError) -> DlspecError:
         reason = "it is a folder"
     return DlspecError.single(f"cannot write {path}: {reason}",
                               hint="check that the folder exists, is writable and has space")
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -12,6 +12,7 @@ import onnx
 
 import dlspec
 from dlspec.core.errors import DlspecError, Problem, gist
+from dlspec.core.files import file_sha256
 from dlspec.front.spec import Spec
 
 from . import compare, parity, report
@@ -89,7 +90,7 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
         config = cfg.recorded(spec, config, record["export"], path.name)
     cases = size_cases(spec, config)
     check_memory(spec, cases, config, source=path.name)
-    content = {"sha256": compare.file_sha256(path), "content_sha256": compare.content_hash(fmt.name, path)}
+    content = {"sha256": file_sha256(path), "content_sha256": compare.content_hash(fmt.name, path)}
     with tempfile.TemporaryDirectory(prefix="dlspec-verify-") as tmp:
         rederived, failed = write_formats(spec, model, Path(tmp), config, weights)
         if failed:

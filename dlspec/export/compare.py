@@ -31,14 +31,6 @@ _NOT_CONTENT = {"extra/" + ARCHIVE_ENTRY, ".data/serialization_id"}
 _LISTED = 5  # differences named per kind; the count of the rest is given
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_hash(fmt: str, path: Path) -> str:
     """sha256 of what the file computes with: its graph and weights, without the provenance record."""
     digest = hashlib.sha256()

@@ -17,10 +17,11 @@ import torch
 
 from dlspec.backend.inputs import random_inputs
 from dlspec.core.errors import DlspecError, Problem
+from dlspec.core.files import file_sha256
 
 from . import parity, report
 from .blame import export_problem
-from .compare import content_hash, file_sha256
+from .compare import content_hash
 from .config import ExportConfig
 from .files import clean_staging
 from .formats import FORMATS, Job

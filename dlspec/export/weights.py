@@ -7,12 +7,12 @@ export would silently ship other weights than the user thinks.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from dlspec.core.errors import DlspecError
+from dlspec.core.files import file_sha256
 from dlspec.train import rundir
 from dlspec.train.checkpoint import load as read_checkpoint
 
@@ -53,16 +53,10 @@ def load_checkpoint(model: torch.nn.Module, spec, path: Path) -> dict:
                 f"missing: {', '.join(missing[:5])}" if missing else "",
                 f"unexpected: {', '.join(unexpected[:5])}" if unexpected else "") if part))
     model.load_state_dict(state["model"])
-    return {"source": "checkpoint", "path": str(path), "sha256": _sha256(path)}
+    return {"source": "checkpoint", "path": str(path), "sha256": file_sha256(path)}
 
 
 def _key_mismatch(ours: dict, theirs: dict) -> tuple[list[str], list[str]]:
     return sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
