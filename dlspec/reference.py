@@ -47,7 +47,8 @@ def reference_text() -> str:
         if kind.attrs:
             lines += ["| attribute | type | default | meaning |", "|---|---|---|---|"]
             for a in kind.attrs:
-                meaning = a.doc + (f" One of: {', '.join(a.choices)}." if a.choices else "") + _fields(a)
+                one_of = "Or a list of" if a.type == "flags" else "One of"
+                meaning = a.doc + (f" {one_of}: {', '.join(a.choices)}." if a.choices else "") + _fields(a)
                 lines.append(f"| `{a.name}` | {a.type} | {_default(a)} | {meaning} |")
     lines += ["", "## Standard blocks", "",
               "Written in the spec language and available in every spec by name (`op: gpt_block`).", ""]

@@ -75,7 +75,7 @@ def test_state_dict_keys_follow_the_spec():
     keys = set(model.state_dict())
     assert {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.1.attn.qkv.weight", "h.1.mlp.fc.bias", "ln_f.bias"} <= keys
     resnet = dlspec.build(ROOT / "specs" / "resnet18.yaml", overrides_for(ROOT / "specs" / "resnet18.yaml"))
-    assert "layer2.0.downsample_conv.weight" in resnet.state_dict() and "layer2.1.conv1.weight" in resnet.state_dict()
+    assert "layer2.0.downsample.0.weight" in resnet.state_dict() and "layer2.1.conv1.weight" in resnet.state_dict()
 
 
 def test_weight_tying_shares_one_parameter():

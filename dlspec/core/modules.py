@@ -10,12 +10,17 @@ import torch.nn.functional as F
 
 class MultiHeadAttention(nn.Module):
     """Multi-head (grouped-query) attention on F.scaled_dot_product_attention, so CUDA picks
-    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul;
-    `rope` rotates queries and keys by position before attending (Llama)."""
+    flash or memory-efficient kernels. `rope` rotates queries and keys by position before attending (Llama).
+
+    The projections follow a layout: `fused` projects q, k, v with one matmul (`qkv`; `q` and `kv` for
+    cross-attention), `separate` has one Linear each (`q`, `k`, `v`), and `torch` keeps
+    nn.MultiheadAttention's `in_proj_weight`/`in_proj_bias`; then `out` (`out_proj` in the torch layout).
+    `names` renames the Linear modules (a subclass's `project` and `output` then call them by name);
+    `bias` is true, false or the roles that have one (`("q", "v", "out")`)."""
 
     def __init__(self, dim: int, heads: int, kv_heads: Optional[int] = None, causal: bool = False,
-                 dropout: float = 0.0, bias: bool = True, cross: bool = False, kv_dim: Optional[int] = None,
-                 rope: Optional[nn.Module] = None):
+                 dropout: float = 0.0, bias=True, cross: bool = False, kv_dim: Optional[int] = None,
+                 rope: Optional[nn.Module] = None, layout: str = "fused", names: Optional[dict] = None):
         super().__init__()
         self.heads = heads
         self.kv_heads = kv_heads or heads
@@ -24,24 +29,44 @@ class MultiHeadAttention(nn.Module):
         self.dim = dim
         self.causal = causal
         self.dropout = dropout
-        if cross:
-            self.q = nn.Linear(dim, dim, bias=bias)
-            self.kv = nn.Linear(kv_dim or dim, 2 * self.kv_width, bias=bias)
+        self.cross = cross
+        names = names or {}
+        source = kv_dim or dim
+
+        def linear(role: str, n_in: int, n_out: int) -> None:
+            has_bias = bias if isinstance(bias, bool) else role in bias
+            setattr(self, names.get(role, role), nn.Linear(n_in, n_out, bias=has_bias))
+
+        if layout == "torch":  # nn.MultiheadAttention's parameters, initialised as it does
+            self.in_proj_weight = nn.Parameter(torch.empty(dim + 2 * self.kv_width, dim))
+            nn.init.xavier_uniform_(self.in_proj_weight)
+            has_bias = bias if isinstance(bias, bool) else "qkv" in bias
+            self.register_parameter("in_proj_bias", nn.Parameter(torch.zeros(dim + 2 * self.kv_width))
+                                    if has_bias else None)
+            self.out_proj = nn.Linear(dim, dim, bias=bias if isinstance(bias, bool) else "out" in bias)
+            if self.out_proj.bias is not None:
+                nn.init.zeros_(self.out_proj.bias)
+        elif layout == "separate":
+            linear("q", dim, dim)
+            linear("k", source, self.kv_width)
+            linear("v", source, self.kv_width)
+        elif cross:
+            linear("q", dim, dim)
+            linear("kv", source, 2 * self.kv_width)
         else:
-            self.qkv = nn.Linear(dim, dim + 2 * self.kv_width, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+            linear("qkv", dim, dim + 2 * self.kv_width)
+        if layout != "torch":
+            linear("out", dim, dim)
         if rope is not None:
             self.rope = rope
 
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, C = x.shape
-        if hasattr(self, "q"):  # cross-attention (TorchScript compiles only the branch this module has)
-            assert memory is not None
-            q = self.q(x)
-            k, v = self.kv(memory).split([self.kv_width, self.kv_width], dim=-1)
-        else:
-            q, k, v = self.qkv(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)
+        source = x
+        if memory is not None:  # cross-attention: keys and values come from memory
+            source = memory
+        q, k, v = self.project(x, source)
         S = k.size(1)
         q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
@@ -60,6 +85,34 @@ class MultiHeadAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=self.causal and mask is None)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
+        return self.output(y)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, T, dim) from x, keys and values (B, S, kv_width) from source (x itself, or memory).
+        TorchScript compiles only the branch of the layout this module has."""
+        if hasattr(self, "in_proj_weight"):
+            if not self.cross:  # one matmul
+                q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(
+                    [self.dim, self.kv_width, self.kv_width], dim=-1)
+                return q, k, v
+            w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.kv_width])
+            b_q: Optional[torch.Tensor] = None
+            b_kv: Optional[torch.Tensor] = None
+            if self.in_proj_bias is not None:
+                b_q, b_kv = self.in_proj_bias.split([self.dim, 2 * self.kv_width])
+            k, v = F.linear(source, w_kv, b_kv).split([self.kv_width, self.kv_width], dim=-1)
+            return F.linear(x, w_q, b_q), k, v
+        if hasattr(self, "qkv"):
+            q, k, v = self.qkv(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)
+            return q, k, v
+        if hasattr(self, "kv"):
+            k, v = self.kv(source).split([self.kv_width, self.kv_width], dim=-1)
+            return self.q(x), k, v
+        return self.q(x), self.k(source), self.v(source)
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "out_proj"):
+            return self.out_proj(y)
         return self.out(y)
 
 
