@@ -166,6 +166,8 @@ def _compare(model, spec, source, tensors, dropped, rules, ignore, problems) -> 
         shape, here = tuple(t.shape), at(name)
         if skipped(name):
             ignored.append(Entry(name, shape, None, (), here, "init_from ignore"))
+            if name in tensors:  # the checkpoint's tensor of that name is left out too
+                ignored.append(Entry(name, None, tensors[name].shape, tensors[name].origin, here, "init_from ignore"))
         elif name in tensors:
             got = tensors[name]
             entry = Entry(name, shape, got.shape, got.origin, here, "; ".join(got.rules))
