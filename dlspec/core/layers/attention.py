@@ -111,7 +111,7 @@ def _check_layout(a) -> None:
 
 # attributes and methods of the attention module a projection's name would hide
 _RESERVED_NAMES = frozenset({"heads", "kv_heads", "head_dim", "kv_width", "dim", "causal", "dropout", "cross",
-                             "rope", "project", "output", "in_proj_weight", "in_proj_bias", "out_proj"})
+                             "rope", "project", "output"})
 
 
 def _attention_rule(a, ins):
