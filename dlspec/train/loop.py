@@ -364,7 +364,7 @@ class Trainer:
         self.reporter.event({"event": "resume" if s.saved else "start", "step": st.step, "spec": s.spec.name,
                              "spec_hash": s.spec.spec_hash, "device": str(self.device), "processes": w.size,
                              "strategy": w.strategy, "threads": s.threads[0], "parameters": s.n_params,
-                             "trainable_parameters": sum(p.numel() for p in s.params),
+                             "trainable_parameters": sum(p.numel() for p in s.params if p.requires_grad),
                              "train_examples": len(s.data.train), "val_examples": n_val,
                              "total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                              **({"model_changes": s.model_changes} if s.model_changes else {}),
