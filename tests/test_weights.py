@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from references import torchvision_module, transformers
+from references import timm, torchvision_module, transformers
 from support import ROOT
 
 import dlspec
@@ -79,6 +79,19 @@ def test_torchvision_vit_loads_through_its_preset_and_saves_back(tmp_path):
     again.load_state_dict(load_file(tmp_path / "back.safetensors"), strict=True)
     with torch.no_grad():
         assert _max_diff(again(image), expected) == 0
+
+
+def test_timm_vit_loads_through_the_timm_preset(tmp_path):
+    """timm's ViT onto vit-b-16.yaml: its fused qkv is nn.MultiheadAttention's in_proj_weight, its [1, 5, 32]
+    position table is squeezed."""
+    torch.manual_seed(0)
+    vit = timm().create_model("vit_base_patch16_224", pretrained=False, img_size=32, depth=2, embed_dim=32, num_heads=4,
+                              mlp_ratio=1.5, num_classes=10).eval()
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    model = dlspec.build(ROOT / "specs" / "vit-b-16.yaml", VIT + ["weights.preset=timm"], weights=tmp_path / "vit.pth")
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert _max_diff(model.eval()(image), vit(image)) <= TOLERANCE
 
 
 def _gpt2():
@@ -334,3 +347,10 @@ def test_fine_tuning_example_starts_from_a_resnet_file_and_unfreezes_after_two_e
     start_conv = reference.state_dict()["layer1.0.conv1.weight"]
     assert torch.equal(frozen["layer1.0.conv1.weight"], start_conv)
     assert not torch.equal(final["layer1.0.conv1.weight"], start_conv)
+
+
+def test_weights_docs_follow_the_rule_kinds_and_presets():
+    from dlspec.reference import WEIGHTS_DOC, weights_text
+    text = WEIGHTS_DOC.read_text()
+    assert "| `fuse` |" in text and "### `hf-gpt2`" in text
+    assert text == weights_text(text), "docs/weights.md drifted: run `python -m dlspec.reference`"
