@@ -10,17 +10,13 @@ import torch.nn.functional as F
 
 class MultiHeadAttention(nn.Module):
     """Multi-head (grouped-query) attention on F.scaled_dot_product_attention, so CUDA picks
-    flash or memory-efficient kernels. `rope` rotates queries and keys by position before attending (Llama).
-
-    The projections follow a layout: `fused` projects q, k, v with one matmul (`qkv`; `q` and `kv` for
-    cross-attention), `separate` has one Linear each (`q`, `k`, `v`), and `torch` keeps
-    nn.MultiheadAttention's `in_proj_weight`/`in_proj_bias`; then `out` (`out_proj` in the torch layout).
-    `names` renames the Linear modules (a subclass's `project` and `output` then call them by name);
-    `bias` is true, false or the roles that have one (`("q", "v", "out")`)."""
+    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul (`qkv`;
+    `q` and `kv` for cross-attention); `rope` rotates queries and keys by position before attending (Llama).
+    `names` renames the projections by role; `bias` is true, false or the roles that have one."""
 
     def __init__(self, dim: int, heads: int, kv_heads: Optional[int] = None, causal: bool = False,
                  dropout: float = 0.0, bias=True, cross: bool = False, kv_dim: Optional[int] = None,
-                 rope: Optional[nn.Module] = None, layout: str = "fused", names: Optional[dict] = None):
+                 rope: Optional[nn.Module] = None, names: Optional[dict] = None):
         super().__init__()
         self.heads = heads
         self.kv_heads = kv_heads or heads
@@ -30,35 +26,22 @@ class MultiHeadAttention(nn.Module):
         self.causal = causal
         self.dropout = dropout
         self.cross = cross
-        names = names or {}
-        source = kv_dim or dim
-
-        def linear(role: str, n_in: int, n_out: int) -> None:
-            has_bias = bias if isinstance(bias, bool) else role in bias
-            setattr(self, names.get(role, role), nn.Linear(n_in, n_out, bias=has_bias))
-
-        if layout == "torch":  # nn.MultiheadAttention's parameters, initialised as it does
-            self.in_proj_weight = nn.Parameter(torch.empty(dim + 2 * self.kv_width, dim))
-            nn.init.xavier_uniform_(self.in_proj_weight)
-            has_bias = bias if isinstance(bias, bool) else "qkv" in bias
-            self.register_parameter("in_proj_bias", nn.Parameter(torch.zeros(dim + 2 * self.kv_width))
-                                    if has_bias else None)
-            self.out_proj = nn.Linear(dim, dim, bias=bias if isinstance(bias, bool) else "out" in bias)
-            if self.out_proj.bias is not None:
-                nn.init.zeros_(self.out_proj.bias)
-        elif layout == "separate":
-            linear("q", dim, dim)
-            linear("k", source, self.kv_width)
-            linear("v", source, self.kv_width)
-        elif cross:
-            linear("q", dim, dim)
-            linear("kv", source, 2 * self.kv_width)
-        else:
-            linear("qkv", dim, dim + 2 * self.kv_width)
-        if layout != "torch":
-            linear("out", dim, dim)
+        self.build(kv_dim or dim, bias, names or {})
         if rope is not None:
             self.rope = rope
+
+    def build(self, source: int, bias, names: dict) -> None:
+        """The projections' modules, under their names."""
+        if self.cross:
+            self.linear(names, "q", self.dim, self.dim, bias)
+            self.linear(names, "kv", source, 2 * self.kv_width, bias)
+        else:
+            self.linear(names, "qkv", self.dim, self.dim + 2 * self.kv_width, bias)
+        self.linear(names, "out", self.dim, self.dim, bias)
+
+    def linear(self, names: dict, role: str, n_in: int, n_out: int, bias) -> None:
+        has_bias = bias if isinstance(bias, bool) else role in bias
+        setattr(self, names.get(role, role), nn.Linear(n_in, n_out, bias=has_bias))
 
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -88,32 +71,58 @@ class MultiHeadAttention(nn.Module):
         return self.output(y)
 
     def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (B, T, dim) from x, keys and values (B, S, kv_width) from source (x itself, or memory).
-        TorchScript compiles only the branch of the layout this module has."""
-        if hasattr(self, "in_proj_weight"):
-            if not self.cross:  # one matmul
-                q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(
-                    [self.dim, self.kv_width, self.kv_width], dim=-1)
-                return q, k, v
-            w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.kv_width])
-            b_q: Optional[torch.Tensor] = None
-            b_kv: Optional[torch.Tensor] = None
-            if self.in_proj_bias is not None:
-                b_q, b_kv = self.in_proj_bias.split([self.dim, 2 * self.kv_width])
-            k, v = F.linear(source, w_kv, b_kv).split([self.kv_width, self.kv_width], dim=-1)
-            return F.linear(x, w_q, b_q), k, v
-        if hasattr(self, "qkv"):
-            q, k, v = self.qkv(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)
-            return q, k, v
-        if hasattr(self, "kv"):
+        """Queries (B, T, dim) from x; keys and values (B, S, kv_width) from source (x, or memory)."""
+        if hasattr(self, "kv"):  # cross-attention (TorchScript compiles only the branch this module has)
             k, v = self.kv(source).split([self.kv_width, self.kv_width], dim=-1)
             return self.q(x), k, v
-        return self.q(x), self.k(source), self.v(source)
+        q, k, v = self.qkv(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)
+        return q, k, v
 
     def output(self, y: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "out_proj"):
-            return self.out_proj(y)
         return self.out(y)
+
+
+class SeparateAttention(MultiHeadAttention):
+    """Attention with one Linear each for q, k and v (Hugging Face's BERT and Llama keep them apart)."""
+
+    def build(self, source: int, bias, names: dict) -> None:
+        self.linear(names, "q", self.dim, self.dim, bias)
+        self.linear(names, "k", source, self.kv_width, bias)
+        self.linear(names, "v", source, self.kv_width, bias)
+        self.linear(names, "out", self.dim, self.dim, bias)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.q(x), self.k(source), self.v(source)
+
+
+class InProjAttention(MultiHeadAttention):
+    """Attention with nn.MultiheadAttention's parameters (`in_proj_weight`, `in_proj_bias`, `out_proj`),
+    initialised as it does, so its state dicts (torchvision's ViT) load as they are."""
+
+    def build(self, source: int, bias, names: dict) -> None:
+        self.in_proj_weight = nn.Parameter(torch.empty(self.dim + 2 * self.kv_width, self.dim))
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        in_bias = torch.zeros(self.dim + 2 * self.kv_width) if (bias if isinstance(bias, bool) else "qkv" in bias) else None
+        self.register_parameter("in_proj_bias", None if in_bias is None else nn.Parameter(in_bias))
+        self.out_proj = nn.Linear(self.dim, self.dim, bias=bias if isinstance(bias, bool) else "out" in bias)
+        if self.out_proj.bias is not None:
+            nn.init.zeros_(self.out_proj.bias)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.cross:  # one matmul
+            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(
+                [self.dim, self.kv_width, self.kv_width], dim=-1)
+            return q, k, v
+        w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.kv_width])
+        b_q: Optional[torch.Tensor] = None
+        b_kv: Optional[torch.Tensor] = None
+        if self.in_proj_bias is not None:
+            b_q, b_kv = self.in_proj_bias.split([self.dim, 2 * self.kv_width])
+        k, v = F.linear(source, w_kv, b_kv).split([self.kv_width, self.kv_width], dim=-1)
+        return F.linear(x, w_q, b_q), k, v
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(y)
 
 
 class PositionalEmbedding(nn.Module):

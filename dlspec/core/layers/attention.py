@@ -166,13 +166,14 @@ def _attention_construct(a) -> str:
         args.append("cross=True")
         if a["kv_dim"] and a["kv_dim"] != a["dim"]:
             args.append(f"kv_dim={a['kv_dim']}")
-    if a["layout"] != "fused":
-        args.append(f"layout={a['layout']!r}")
     if _names(a):
         args.append(f"names={_names(a)!r}")
     if a["rope"] is not None:
         args.append(f"rope={_rope_source(a['rope'], a['dim'] // a['heads'])}")
-    return f"MultiHeadAttention({', '.join(args)})"
+    return f"{_CLASSES[a['layout']]}({', '.join(args)})"
+
+
+_CLASSES = {"fused": "MultiHeadAttention", "separate": "SeparateAttention", "torch": "InProjAttention"}
 
 
 def _attention_helper(a) -> str | None:
@@ -237,7 +238,8 @@ register(LayerKind(
      Attr("rope", "struct", "rotary position embeddings on queries and keys, Llama's layout: `rope: {theta: 500000}` "
                             "(`{}` for the defaults)", None, fields=_ROPE_FIELDS)),
     _attention_rule, _attention_call, _attention_construct, _attention_params, _attention_macs,
-    module_classes=("MultiHeadAttention", "RotaryEmbedding"), helper=_attention_helper,
+    module_classes=("MultiHeadAttention", "SeparateAttention", "InProjAttention", "RotaryEmbedding"),
+    helper=_attention_helper,
 ))
 
 

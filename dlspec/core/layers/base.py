@@ -57,7 +57,7 @@ class LayerKind:
     static_dims: Callable[[dict, list[TensorType]], list[Any]] = lambda a, ins: []
     # integer inputs read as indices: input position -> valid [lo, hi) of their values (embedding ids)
     index_range: Callable[[dict, list[TensorType]], dict[int, tuple[int, int]]] = lambda a, ins: {}
-    # methods of a subclass of the kind's first module class, when its attributes need one (attention's own
+    # methods of a subclass of the class `construct` makes, when the attributes need one (attention's own
     # projection names): the generated source defines the subclass and constructs it instead
     helper: Callable[[dict], str | None] = lambda a: None
 
