@@ -18,7 +18,6 @@ import gc
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
