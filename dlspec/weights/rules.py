@@ -158,6 +158,13 @@ def parse_rule(raw: Any, where: str, locate: Callable[[tuple], Loc | None], path
                                  expected="the same wildcards (* and **) in the same order on both sides")
     dim = raw.get("dim", 0)
     sizes = raw.get("sizes")
+    ints = {"dim": isinstance(dim, int) and not isinstance(dim, bool),
+            "sizes": sizes is None or _ints(sizes, 1)}
+    if kind.name == "reshape":
+        ints.update({"from": _ints(raw["from"], -1), "to": _ints(raw["to"], -1)})
+    for key, ok in ints.items():
+        if not ok:
+            return None, problem(f"{key} must be {'an integer' if key == 'dim' else 'a list of integers'}", (key,))
     shapes = None
     if kind.name == "reshape":
         shapes = (tuple(raw["from"]), tuple(raw["to"]))
@@ -170,6 +177,10 @@ def parse_rule(raw: Any, where: str, locate: Callable[[tuple], Loc | None], path
             return None, problem(f"sizes has {len(sizes)} values for {parts} parts", ("sizes",))
     return Rule(kind.name, tuple(sources), tuple(targets), dim, tuple(sizes) if sizes else None, shapes, where,
                 locate(path)), []
+
+
+def _ints(value: Any, least: int) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in value)
 
 
 def _patterns(value: Any, many: bool, sub: tuple, problem) -> tuple[Pattern, ...] | list[Problem]:
