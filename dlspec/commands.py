@@ -55,7 +55,11 @@ def _build_add(p) -> None:
     p.add_argument("spec", metavar="SPEC")
     _spec_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--out", metavar="FILE", help="save the initialised weights (a state dict) to FILE")
+    p.add_argument("--out", metavar="FILE", help="save the weights (a dlspec weights file, the spec's names) to FILE")
+    p.add_argument("--weights", metavar="PATH", help="load weights: a .safetensors/.pt/.pth/.bin file, a Hugging Face "
+                   "folder, a dlspec checkpoint or run (mapped by the spec's `weights:` section; strict)")
+    p.add_argument("--save", metavar="OUT.safetensors", help="save the weights in the source's layout (the spec's "
+                   "`weights:` mapping undone) as .safetensors")
     p.add_argument("--emit-python", metavar="FILE", help="write the model as a standalone PyTorch file (needs only torch)")
     p.add_argument("--seed", type=SEED, default=0, help="seed for weight initialisation (default 0)")
     p.add_argument("--rows", type=bounded_int(2, 10**6), default=400, help="most node rows to print (default 400)")
@@ -69,22 +73,32 @@ def _build_run(args) -> int:
     spec = load(args.spec, args.overrides)
     # without --out no weight is needed: the meta device builds the module (proving the generated code
     # constructs) with shapes only, so a 7B spec summarises in seconds and no memory
-    model = build(spec, seed=args.seed, device=None if args.out else "meta")
+    real = args.out or args.weights or args.save
+    model = build(spec, seed=args.seed, device=None if real else "meta", weights=args.weights)
     summary = summarize(spec, model)
+    if args.weights:
+        summary["weights"] = model.weights_report.to_json()
     if args.emit_python:
         atomic_write_text(Path(args.emit_python), source(spec, standalone=True))
     if args.out:
         from .train.checkpoint import FORMAT, save_atomic
         save_atomic({"format": FORMAT, "kind": "weights", "model": model.state_dict(), "spec_hash": spec.spec_hash,
                      "spec": spec.document}, Path(args.out))
+    if args.save:
+        from .weights import save
+        summary["saved"] = save(model, Path(args.save))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_summary(summary, args.rows))
+        if args.weights:
+            print(model.weights_report.summary())
+        if args.save:
+            print(f"wrote {args.save} ({summary['saved']['tensors']} tensors, in the source's layout)")
         if args.emit_python:
             print(f"wrote {args.emit_python} (runs with only torch installed)")
         if args.out:
-            print(f"wrote {args.out} (initial weights, seed {args.seed})")
+            print(f"wrote {args.out} ({'loaded' if args.weights else f'initial weights, seed {args.seed}'})")
     return 0
 
 

@@ -16,6 +16,8 @@ from .front.lower import standard_blocks
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "layers.md"
 TRAINING_DOC = DOC_PATH.with_name("training.md")
+WEIGHTS_DOC = DOC_PATH.with_name("weights.md")
+_WEIGHTS_TABLE = re.compile(r"(<!-- weights: (rules|presets) -->\n).*?(<!-- end weights -->)", re.S)
 _KIND_TABLE = re.compile(r"(<!-- kinds: (\w+) -->\n).*?(<!-- end kinds -->)", re.S)
 
 
@@ -47,7 +49,8 @@ def reference_text() -> str:
         if kind.attrs:
             lines += ["| attribute | type | default | meaning |", "|---|---|---|---|"]
             for a in kind.attrs:
-                meaning = a.doc + (f" One of: {', '.join(a.choices)}." if a.choices else "") + _fields(a)
+                one_of = "Or a list of" if a.type == "flags" else "One of"
+                meaning = a.doc + (f" {one_of}: {', '.join(a.choices)}." if a.choices else "") + _fields(a)
                 lines.append(f"| `{a.name}` | {a.type} | {_default(a)} | {meaning} |")
     lines += ["", "## Standard blocks", "",
               "Written in the spec language and available in every spec by name (`op: gpt_block`).", ""]
@@ -80,7 +83,33 @@ def training_text(text: str) -> str:
     return _KIND_TABLE.sub(table, text)
 
 
+def weights_text(text: str) -> str:
+    """docs/weights.md with its tables of rule kinds and presets as dlspec/weights defines them."""
+    from .weights.presets import PRESETS
+    from .weights.rules import RULES
+
+    def rules() -> str:
+        lines = ["| rule | what it does | options | example |", "|---|---|---|---|"]
+        for kind in RULES.values():
+            options = "; ".join(f"`{name}`: {doc}" for name, doc in kind.options) or "none"
+            lines.append(f"| `{kind.name}` | {kind.doc} | {options} | `{kind.example}` |")
+        return "\n".join(lines)
+
+    def presets() -> str:
+        out = []
+        for p in PRESETS.values():
+            out += [f"### `{p.name}`", "", f"{p.doc} For {p.specs}.", "", "```yaml"]
+            out += [f"- {json.dumps(rule)}" for rule in p.rules] + ["```", ""]
+        return "\n".join(out).rstrip()
+
+    def table(match: re.Match) -> str:
+        note = "<!-- generated from dlspec/weights by `python -m dlspec.reference`: edit the registry, not this -->"
+        return f"{match.group(1)}{note}\n{rules() if match.group(2) == 'rules' else presets()}\n{match.group(3)}"
+    return _WEIGHTS_TABLE.sub(table, text)
+
+
 if __name__ == "__main__":
     DOC_PATH.write_text(reference_text())
     TRAINING_DOC.write_text(training_text(TRAINING_DOC.read_text()))
-    print(f"wrote {DOC_PATH} and the tables of {TRAINING_DOC}", file=sys.stderr)
+    WEIGHTS_DOC.write_text(weights_text(WEIGHTS_DOC.read_text()))
+    print(f"wrote {DOC_PATH} and the tables of {TRAINING_DOC} and {WEIGHTS_DOC}", file=sys.stderr)

@@ -42,3 +42,9 @@ def transformers():
     """The transformers package, importable whatever torchvision wheel is installed."""
     _stand_in()
     return importlib.import_module("transformers")
+
+
+def timm():
+    """The timm package (it imports torchvision, so the stand-in comes first)."""
+    _stand_in()
+    return importlib.import_module("timm")

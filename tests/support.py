@@ -16,6 +16,7 @@ REDUCED = {
     # at 32x32 the last stage is 1x1: batch norm then needs two examples a batch to train
     "resnet18": ["model.vars.image=32", "model.dims.B={example: 2, min: 2}"],
     "resnet50": ["model.vars.image=32", "model.dims.B={example: 2, min: 2}"],
+    "resnet18-finetune": ["model.vars.image=32"],
     "vit-b-16": ["model.vars.image=32", "model.vars.layers=2"],
     "gpt2-small": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.context=64", "model.dims.T.max=64"],
     "bert-base": ["model.vars.layers=2", "model.vars.vocab=256"],

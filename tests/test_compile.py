@@ -15,7 +15,8 @@ def fresh_dynamo():
 
 
 # besides the shipped specs: per-block checkpointing, and blocks that are nn.Sequential (ids 0, 1, ..)
-TRACED = SPECS + [ROOT / "tests" / "specs" / "valid" / name for name in ("training-features.yaml", "module-names.yaml")]
+TRACED = SPECS + [ROOT / "tests" / "specs" / "valid" / name
+                  for name in ("training-features.yaml", "module-names.yaml", "attention.yaml")]
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])

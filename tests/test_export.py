@@ -37,6 +37,7 @@ REDUCED = {
                                   "model.dims.T.example=16", "model.dims.T.max=32"],
     # at 32x32 the last stage is 1x1: batch norm then needs two examples a batch to train
     "resnet18": ["model.vars.image=32", "model.vars.classes=10", "model.dims.B={example: 2, min: 2}"],
+    "resnet18-finetune": ["model.vars.image=32"],
     # two bottleneck blocks per stage (a strided projection block, then an identity block) instead
     # of 3, 4, 6, 3: the exporters' time grows with the graph, not with the weights
     "resnet50": ["model.vars.image=32", "model.vars.classes=10", "model.dims.B={example: 2, min: 2}"]

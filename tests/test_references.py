@@ -23,29 +23,15 @@ def _llama_config(**extra):
                           **extra)
 
 
-def _from_hugging_face(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """LlamaForCausalLM's keys as the spec names them: no `model.` prefix, q/k/v fused into one projection."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("model.")
-        if ".self_attn.k_proj." in key or ".self_attn.v_proj." in key:
-            continue
-        if ".self_attn.q_proj." in key:
-            parts = [state["model." + key.replace("q_proj", p)] for p in ("q_proj", "k_proj", "v_proj")]
-            out[key.replace("q_proj", "qkv")] = torch.cat(parts)
-        else:
-            out[key.replace("o_proj", "out")] = value
-    return out
-
-
 @pytest.mark.parametrize("name", ["llama2-7b", "llama3-8b"])
-def test_llama_matches_hugging_face_with_the_same_weights(name):
+def test_llama_matches_hugging_face_with_the_same_weights(name, tmp_path):
     """Rotary positions in Hugging Face's rotate-half layout, grouped-query attention, RMSNorm and SwiGLU:
-    the same logits from the same weights, so Llama checkpoints carry over."""
+    the same logits from the same weights, loaded from save_pretrained's folder (the hf-llama preset)."""
     torch.manual_seed(0)
     reference = transformers().LlamaForCausalLM(_llama_config()).eval()
-    model = dlspec.build(ROOT / "specs" / f"{name}.yaml", LLAMA).eval()
-    model.load_state_dict(_from_hugging_face(reference.state_dict()))
+    reference.save_pretrained(tmp_path)
+    model = dlspec.build(ROOT / "specs" / f"{name}.yaml", LLAMA, weights=tmp_path).eval()
+    assert len(model.weights_report.loaded) == len(reference.state_dict())
     tokens = torch.randint(0, 64, (3, 11))
     with torch.no_grad():
         expected = reference(tokens).logits

@@ -18,7 +18,8 @@ import dlspec
 import dlspec.train
 from dlspec.core.errors import DlspecError
 
-TRAINED = [p for p in SPECS if "training" in yaml.safe_load(p.read_text())]
+# a spec that starts from a checkpoint file is trained by its own test, which makes the file (test_weights.py)
+TRAINED = [p for p in SPECS if "init_from" not in yaml.safe_load(p.read_text()).get("training", {"init_from": 0})]
 
 
 @pytest.mark.parametrize("path", TRAINED, ids=lambda p: p.stem)

@@ -339,7 +339,7 @@ def test_init_from_a_checkpoint_then_freeze_and_unfreeze(tmp_path, capsys):
     learned = weights(source)
     # a new head for 3 classes: fc1 comes from the source run and stays frozen, the head starts fresh
     training = {"max_steps": 10, "data": {**DIGITS_FLAT, "validation": {"fraction": 0.2}},
-                "optimizer": {"kind": "adamw", "lr": 0.01}, "init_from": {"checkpoint": "source"},
+                "optimizer": {"kind": "adamw", "lr": 0.01}, "init_from": {"checkpoint": "source", "ignore": ["head.*"]},
                 "freeze": ["*"], "unfreeze": ["head.*"]}
     model = mlp(hidden=32, classes=10)
     model["layers"][-1]["out"] = 3
@@ -357,22 +357,30 @@ def test_init_from_a_checkpoint_then_freeze_and_unfreeze(tmp_path, capsys):
     assert main(["train", str(spec), "--out", str(tmp_path / "finetune")]) == 0
     out = capsys.readouterr().out
     report = events(tmp_path / "finetune", "init_from")[0]
-    assert report["loaded"] == ["fc1.weight", "fc1.bias"]
-    assert report["shape_mismatch"] == ["head.weight [10, 32] -> [3, 32]", "head.bias [10] -> [3]"]
-    assert report["missing"] == [] and report["unexpected"] == []
-    assert "init_from" in out and "loaded 2 tensors; shape mismatch ['head.weight [10, 32] -> [3, 32]'" in out
+    assert [e["name"] for e in report["loaded"]] == ["fc1.weight", "fc1.bias"]
+    # the model's new head and the checkpoint's old one are both left out
+    assert sorted((e["name"], e.get("shape") or e.get("checkpoint_shape")) for e in report["ignored"]) == [
+        ("head.bias", [3]), ("head.bias", [10]), ("head.weight", [3, 32]), ("head.weight", [10, 32])]
+    assert report["missing"] == report["unexpected"] == report["mismatched"] == []
+    assert "init_from: weights from" in out and "2 tensors loaded, 4 ignored" in out
     start = events(tmp_path / "finetune", "start")[0]
     assert start["trainable_parameters"] == 3 * 32 + 3
     tuned = weights(tmp_path / "finetune")
     assert torch.equal(tuned["fc1.weight"], learned["fc1.weight"]) and torch.equal(tuned["fc1.bias"], learned["fc1.bias"])
     assert tuned["head.weight"].shape == (3, 32)
     assert json.loads((tmp_path / "finetune" / "summary.json").read_text())["val_accuracy"] > 0.8
-    # include/exclude choose what is loaded; a pattern that matches nothing is an error at its line
+    # strict otherwise: the new head without `ignore` is an error at its spec line, before any step
+    del training["init_from"]["ignore"]
+    spec = write_spec(tmp_path, model, {"threads": 1, **training, "max_steps": 1}, "strict")
+    code = main(["train", str(spec), "--out", str(tmp_path / "strict")])
+    assert_user_error(code, capsys.readouterr().err, "head.weight: the checkpoint's head.weight is [10, 32], the "
+                      "model's is [3, 32]", f"{spec}:")
+    assert not (tmp_path / "strict").exists()
+    # an ignore pattern that matches nothing, and a freeze pattern that matches nothing, are errors at their line
     spec = write_spec(tmp_path, mlp(hidden=32), {"threads": 1, "max_steps": 1, "data": DIGITS_FLAT,
-                                                 "init_from": {"checkpoint": "source", "exclude": ["fc1.*"]}}, "part")
-    assert main(["train", str(spec), "--out", str(tmp_path / "part"), "--progress", "off"]) == 0
-    report = events(tmp_path / "part", "init_from")[0]
-    assert report["loaded"] == ["head.weight", "head.bias"] and report["skipped"] == ["fc1.weight", "fc1.bias"]
+                                                 "init_from": {"checkpoint": "source", "ignore": ["fc9.*"]}}, "part")
+    code = main(["train", str(spec), "--out", str(tmp_path / "part")])
+    assert_user_error(code, capsys.readouterr().err, "init_from ignore pattern 'fc9.*' matches no tensor", f"{spec}:")
     spec = write_spec(tmp_path, mlp(hidden=32), {"threads": 1, "max_steps": 1, "data": DIGITS_FLAT,
                                                  "freeze": ["conv1.*"]}, "nomatch")
     code = main(["train", str(spec), "--out", str(tmp_path / "nomatch")])

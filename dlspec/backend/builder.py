@@ -33,11 +33,13 @@ def source(spec: Spec, standalone: bool = False) -> str:
 
 
 def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), seed: int = 0,
-          device: str | torch.device | None = None) -> nn.Module:
+          device: str | torch.device | None = None, weights: str | Path | None = None, strict: bool = True) -> nn.Module:
     """Build the nn.Module of a spec (a path, or a Spec from dlspec.load).
 
     device="meta" builds it without allocating its weights (shapes only: summaries of 7B-parameter specs);
-    otherwise a model whose parameters do not fit in memory is refused before the first allocation."""
+    otherwise a model whose parameters do not fit in memory is refused before the first allocation.
+    `weights` loads a checkpoint through the spec's `weights:` mapping (dlspec.weights.load; strict unless
+    `strict=False`); `model.weights_report` then says what was loaded."""
     spec = spec_or_path if isinstance(spec_or_path, Spec) else load(spec_or_path, overrides)
     if str(device) != "meta":
         check_parameters(spec.graph)
@@ -48,6 +50,9 @@ def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[st
         model = namespace[class_name(spec.name)]()
     model.dlspec_spec = spec
     model.code = text
+    if weights is not None:
+        from ..weights.load import load_into
+        model.weights_report = load_into(model, Path(weights), strict=strict)
     return model
 
 

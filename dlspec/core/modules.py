@@ -10,12 +10,13 @@ import torch.nn.functional as F
 
 class MultiHeadAttention(nn.Module):
     """Multi-head (grouped-query) attention on F.scaled_dot_product_attention, so CUDA picks
-    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul;
-    `rope` rotates queries and keys by position before attending (Llama)."""
+    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul (`qkv`;
+    `q` and `kv` for cross-attention); `rope` rotates queries and keys by position before attending (Llama).
+    `names` renames the projections by role; `bias` is true, false or the roles that have one."""
 
     def __init__(self, dim: int, heads: int, kv_heads: Optional[int] = None, causal: bool = False,
-                 dropout: float = 0.0, bias: bool = True, cross: bool = False, kv_dim: Optional[int] = None,
-                 rope: Optional[nn.Module] = None):
+                 dropout: float = 0.0, bias=True, cross: bool = False, kv_dim: Optional[int] = None,
+                 rope: Optional[nn.Module] = None, names: Optional[dict] = None):
         super().__init__()
         self.heads = heads
         self.kv_heads = kv_heads or heads
@@ -24,24 +25,31 @@ class MultiHeadAttention(nn.Module):
         self.dim = dim
         self.causal = causal
         self.dropout = dropout
-        if cross:
-            self.q = nn.Linear(dim, dim, bias=bias)
-            self.kv = nn.Linear(kv_dim or dim, 2 * self.kv_width, bias=bias)
-        else:
-            self.qkv = nn.Linear(dim, dim + 2 * self.kv_width, bias=bias)
-        self.out = nn.Linear(dim, dim, bias=bias)
+        self.cross = cross
+        self.build(kv_dim or dim, bias, names or {})
         if rope is not None:
             self.rope = rope
+
+    def build(self, source: int, bias, names: dict) -> None:
+        """The projections' modules, under their names."""
+        if self.cross:
+            self.linear(names, "q", self.dim, self.dim, bias)
+            self.linear(names, "kv", source, 2 * self.kv_width, bias)
+        else:
+            self.linear(names, "qkv", self.dim, self.dim + 2 * self.kv_width, bias)
+        self.linear(names, "out", self.dim, self.dim, bias)
+
+    def linear(self, names: dict, role: str, n_in: int, n_out: int, bias) -> None:
+        has_bias = bias if isinstance(bias, bool) else role in bias
+        setattr(self, names.get(role, role), nn.Linear(n_in, n_out, bias=has_bias))
 
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, C = x.shape
-        if hasattr(self, "q"):  # cross-attention (TorchScript compiles only the branch this module has)
-            assert memory is not None
-            q = self.q(x)
-            k, v = self.kv(memory).split([self.kv_width, self.kv_width], dim=-1)
-        else:
-            q, k, v = self.qkv(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)
+        source = x
+        if memory is not None:  # cross-attention: keys and values come from memory
+            source = memory
+        q, k, v = self.project(x, source)
         S = k.size(1)
         q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
@@ -60,7 +68,61 @@ class MultiHeadAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=self.causal and mask is None)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
+        return self.output(y)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, T, dim) from x; keys and values (B, S, kv_width) from source (x, or memory)."""
+        if hasattr(self, "kv"):  # cross-attention (TorchScript compiles only the branch this module has)
+            k, v = self.kv(source).split([self.kv_width, self.kv_width], dim=-1)
+            return self.q(x), k, v
+        q, k, v = self.qkv(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)
+        return q, k, v
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
         return self.out(y)
+
+
+class SeparateAttention(MultiHeadAttention):
+    """Attention with one Linear each for q, k and v (Hugging Face's BERT and Llama keep them apart)."""
+
+    def build(self, source: int, bias, names: dict) -> None:
+        self.linear(names, "q", self.dim, self.dim, bias)
+        self.linear(names, "k", source, self.kv_width, bias)
+        self.linear(names, "v", source, self.kv_width, bias)
+        self.linear(names, "out", self.dim, self.dim, bias)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.q(x), self.k(source), self.v(source)
+
+
+class InProjAttention(MultiHeadAttention):
+    """Attention with nn.MultiheadAttention's parameters (`in_proj_weight`, `in_proj_bias`, `out_proj`),
+    initialised as it does, so its state dicts (torchvision's ViT) load as they are."""
+
+    def build(self, source: int, bias, names: dict) -> None:
+        self.in_proj_weight = nn.Parameter(torch.empty(self.dim + 2 * self.kv_width, self.dim))
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        in_bias = torch.zeros(self.dim + 2 * self.kv_width) if (bias if isinstance(bias, bool) else "qkv" in bias) else None
+        self.register_parameter("in_proj_bias", None if in_bias is None else nn.Parameter(in_bias))
+        self.out_proj = nn.Linear(self.dim, self.dim, bias=bias if isinstance(bias, bool) else "out" in bias)
+        if self.out_proj.bias is not None:
+            nn.init.zeros_(self.out_proj.bias)
+
+    def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.cross:  # one matmul
+            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).split(
+                [self.dim, self.kv_width, self.kv_width], dim=-1)
+            return q, k, v
+        w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.kv_width])
+        b_q: Optional[torch.Tensor] = None
+        b_kv: Optional[torch.Tensor] = None
+        if self.in_proj_bias is not None:
+            b_q, b_kv = self.in_proj_bias.split([self.dim, 2 * self.kv_width])
+        k, v = F.linear(source, w_kv, b_kv).split([self.kv_width, self.kv_width], dim=-1)
+        return F.linear(x, w_q, b_q), k, v
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(y)
 
 
 class PositionalEmbedding(nn.Module):

@@ -31,14 +31,15 @@ from .weights import describe
 def export(spec: Spec | str | Path, out_dir: str | Path | None = None, *, checkpoint: str | Path | None = None,
            last: bool = False, formats: Sequence[str] | None = None, opset: int | None = None,
            atol: float | None = None, rtol: float | None = None, overrides: Iterable[str] = (),
-           seed: int = 0) -> ExportResult:
-    """Export a spec's model (with a checkpoint's weights, else initialised with `seed`) and check parity.
+           seed: int = 0, weights: str | Path | None = None) -> ExportResult:
+    """Export a spec's model (with a checkpoint's weights, or `weights` from elsewhere through the spec's
+    `weights:` mapping, else initialised with `seed`) and check parity.
 
     `out_dir` defaults to exports/<spec name>. Raises DlspecError for a bad spec, setting or
     checkpoint; formats that fail and parity failures are in the result's `problems`."""
     spec = _load(spec, overrides)
     config = cfg.resolve(spec, formats=formats, opset=opset, atol=atol, rtol=rtol)
-    model, weights = _model(spec, checkpoint, last, seed)
+    model, weights = _model(spec, checkpoint, last, seed, weights)
     out = Path(out_dir) if out_dir is not None else Path("exports") / artifact_stem(spec.name)
     return export_model(spec, model, out, config, weights)
 
@@ -56,7 +57,7 @@ class VerifyResult:
 
 def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | Path | None = None,
            last: bool = False, atol: float | None = None, rtol: float | None = None,
-           overrides: Iterable[str] = ()) -> VerifyResult:
+           overrides: Iterable[str] = (), weights: str | Path | None = None) -> VerifyResult:
     """Prove an exported file (.onnx, .pt2, TorchScript) is the one dlspec makes from this spec and these
     weights (every node and weight compared with a fresh export), then re-run its parity check.
 
@@ -77,14 +78,15 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
             hint="pass the spec it was exported from, with the same --set overrides")
     compare.refuse_unsafe(fmt.name, path)
     recorded = record.get("weights") if isinstance(record.get("weights"), dict) else {}
-    if checkpoint is None and recorded.get("source") == "checkpoint":
-        raise DlspecError.single(f"{path.name} was exported with the weights of {str(recorded.get('path'))[:200]}",
-                                 hint=f"pass --checkpoint {str(recorded.get('path'))[:200]}", usage=True)
+    for source, given in (("checkpoint", checkpoint), ("weights", weights)):
+        if given is None and recorded.get("source") == source:
+            raise DlspecError.single(f"{path.name} was exported with the weights of {str(recorded.get('path'))[:200]}",
+                                     hint=f"pass --{source} {str(recorded.get('path'))[:200]}", usage=True)
     seed = recorded.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**62:
         raise DlspecError.single(f"{path.name} records the initialisation seed {str(seed)[:40]}, which dlspec never "
                                  "writes", hint="export it again with `dlspec export`")
-    model, weights = _model(spec, checkpoint, last, seed)
+    model, weights = _model(spec, checkpoint, last, seed, weights)
     config = dataclasses.replace(cfg.resolve(spec, atol=atol, rtol=rtol), formats=(fmt.name,), **_as_written(fmt, path))
     if "export" in record:  # check the dims the file was exported with, whatever the spec's export: says now
         config = cfg.recorded(spec, config, record["export"], path.name)
@@ -138,7 +140,12 @@ def _load(spec: Spec | str | Path, overrides: Iterable[str]) -> Spec:
     return spec if isinstance(spec, Spec) else dlspec.load(spec, tuple(overrides))
 
 
-def _model(spec: Spec, checkpoint, last: bool, seed: int):
+def _model(spec: Spec, checkpoint, last: bool, seed: int, weights=None):
+    if weights is not None:
+        if checkpoint is not None:
+            raise DlspecError.single("--checkpoint and --weights both give the weights: pass one", usage=True)
+        model = dlspec.build(spec, seed=seed, weights=weights)
+        return model, W.from_weights(model.weights_report)
     model = dlspec.build(spec, seed=seed)
     if checkpoint is None:
         if last:

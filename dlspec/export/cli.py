@@ -26,6 +26,8 @@ def add_weight_arguments(p: argparse.ArgumentParser) -> None:
                    help="weights: a checkpoint file or a run directory (its best checkpoint); "
                         "default: the initialised weights")
     p.add_argument("--last", action="store_true", help="with a run directory: its last checkpoint instead of the best")
+    p.add_argument("--weights", metavar="PATH", help="weights from elsewhere (.safetensors, .pt/.pth/.bin, a Hugging "
+                   "Face folder), mapped by the spec's `weights:` section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value by its dotted path, e.g. model.vars.width=16 (repeatable)")
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     start = time.perf_counter()
     result = export(args.spec, args.out, checkpoint=args.checkpoint, last=args.last, formats=formats,
-                    opset=args.opset, atol=args.atol, rtol=args.rtol, overrides=args.overrides, seed=args.seed)
+                    opset=args.opset, atol=args.atol, rtol=args.rtol, overrides=args.overrides, seed=args.seed,
+                    weights=args.weights)
     print(f"exported {result.report.spec_name}: {describe(result.report.weights)}")
     for artifact in result.report.artifacts:
         note = f"; {artifact.note}" if artifact.note else ""

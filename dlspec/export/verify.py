@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from .report import table, write_json
 
     result = verify(args.artifact, args.spec, checkpoint=args.checkpoint, last=args.last, atol=args.atol,
-                    rtol=args.rtol, overrides=args.overrides)
+                    rtol=args.rtol, overrides=args.overrides, weights=args.weights)
     content = result.content
     if content["identical"]:
         print(f"content: identical to a fresh export of {args.spec} (sha256 {content['sha256'][:16]}, "

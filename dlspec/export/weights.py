@@ -21,9 +21,17 @@ def initialised(seed: int) -> dict:
     return {"source": "initialised", "seed": seed}
 
 
+def from_weights(report) -> dict:
+    """Weights loaded from elsewhere through the spec's mapping (dlspec.weights)."""
+    return {"source": "weights", "path": report.source, "sha256": _sha256(Path(report.source)),
+            "tensors": len(report.loaded)}
+
+
 def describe(weights: dict) -> str:
     if weights["source"] == "checkpoint":
         return f"weights from checkpoint {weights['path']}"
+    if weights["source"] == "weights":
+        return f"weights from {weights['path']}"
     return f"no checkpoint given: initialised weights (seed {weights['seed']})"
 
 

@@ -333,6 +333,14 @@ def _attr_value(low: _Lowering, scope: _Scope, attr: Attr, raw: Any, path: tuple
             raise low.fail(f"'{value}' is not one of {', '.join(attr.choices)}", scope.locate(path), path,
                            hint=did_you_mean(value, attr.choices), scope=scope)
         return value
+    if t == "flags" and isinstance(raw, list):
+        for i, value in enumerate(raw):
+            if value not in attr.choices:
+                raise low.fail(f"'{value}' is not one of {', '.join(attr.choices)}", scope.locate(path + (i,)),
+                               path + (i,), hint=did_you_mean(str(value), attr.choices), scope=scope)
+        return tuple(dict.fromkeys(raw))
+    if t == "flags":
+        return _typed(low, scope, raw, bool, path)
     if t == "padding" and raw in ("same", "valid"):
         return raw
     if t in ("ints", "padding"):

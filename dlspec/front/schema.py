@@ -19,6 +19,7 @@ from ..core.errors import DlspecError, Problem, did_you_mean, format_path, unquo
 from ..core.layers import DTYPES, REGISTRY, Attr
 from ..export.schema import EXPORT_SCHEMA
 from ..train.schema import training_schema
+from ..weights.schema import weights_schema
 from .document import Document
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "dlspec.schema.json"
@@ -42,6 +43,7 @@ _ATTR_TYPES = {
     "padding": {"type": ["integer", "string", "array"], "items": {"type": ["integer", "string"]}},
     "dims": {"type": "array", "items": {"type": ["integer", "string"]}},
     "ref": {"type": ["string", "integer"], "pattern": REF, "minimum": 0},
+    "flags": {"type": ["boolean", "string", "array"], "items": {"type": "string"}},
 }
 _NODE_COMMON = {
     "id": {"type": ["string", "integer"], "pattern": NODE_ID, "minimum": 0,
@@ -77,6 +79,8 @@ def _attr_schema(attr: Attr) -> dict:
             schema["required"] = [f.name for f in attr.fields if f.required]
     else:
         schema = dict(_ATTR_TYPES[attr.type])
+    if attr.type == "flags":
+        schema["items"] = {"enum": list(attr.choices)}
     if attr.type == "padding":
         schema["description"] = attr.doc
     if attr.minimum is not None:
@@ -85,7 +89,7 @@ def _attr_schema(attr: Attr) -> dict:
         schema["type"] = [schema["type"], "null"] if isinstance(schema.get("type"), str) else schema.get("type", []) + ["null"]
     elif not attr.required:
         schema["default"] = attr.default
-    choices = f" One of: {', '.join(attr.choices)}." if attr.choices else ""
+    choices = f" {'Or a list of' if attr.type == 'flags' else 'One of'}: {', '.join(attr.choices)}." if attr.choices else ""
     schema["description"] = attr.doc + ("" if attr.required else f" (default: {json.dumps(attr.default)})") + choices
     return schema
 
@@ -208,6 +212,7 @@ def build_schema(dispatch: bool = False) -> dict:
                         "description": "Block libraries to include, relative to this file."},
             "blocks": {"type": "object", "propertyNames": {"pattern": IDENT}, "additionalProperties": {"$ref": "#/$defs/block"}},
             "model": {"$ref": "#/$defs/model"},
+            "weights": weights_schema(),
             "training": training_schema(),
             "export": EXPORT_SCHEMA,
         },

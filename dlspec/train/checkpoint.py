@@ -69,25 +69,36 @@ def load(path: Path, hint: str | None = None) -> dict:
     """Read a checkpoint or weights file; only tensors and plain data are accepted, and a file dlspec wrote
     (it has a `format`) must match its checksums. `hint` replaces the generic hint of a file that cannot be read."""
     path = Path(path)
+    obj = read(path, hint)
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise DlspecError.single(f"{path} is not a dlspec checkpoint or weights file (no 'model' state dict)")
+    if "format" in obj:  # written by dlspec: sealed
+        check_sealed(obj, path, hint)
+    return obj
+
+
+def read(path: Path, hint: str | None = None) -> Any:
+    """Whatever a .pt/.pth/.bin file holds, read with weights_only=True: tensors and plain data, never code."""
+    path = Path(path)
     if not path.is_file():
         raise DlspecError.single(f"no checkpoint at {path}", usage=True)
     try:
         with open_checked(path, memory_limit(), what="checkpoints") as handle:
-            obj = torch.load(handle, map_location="cpu", weights_only=True)
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except DlspecError:
         raise
     except Exception as exc:  # pickle errors, truncated files, unsafe globals: all mean "not our file"
         raise DlspecError.single(f"cannot read checkpoint {path}: the file is damaged, truncated or not a "
                                  f"checkpoint ({gist(exc)})", hint=hint or "checkpoints are read with "
                                  "weights_only=True and must hold tensors and plain data") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
-        raise DlspecError.single(f"{path} is not a dlspec checkpoint or weights file (no 'model' state dict)")
-    if "format" in obj:  # written by dlspec: sealed
-        _check_sealed(obj, path, hint)
-    return obj
 
 
-def _check_sealed(obj: dict, path: Path, hint: str | None) -> None:
+def is_dlspec(obj: Any) -> bool:
+    """A checkpoint or weights file dlspec wrote: its state dict has the model's own names."""
+    return isinstance(obj, dict) and "format" in obj and isinstance(obj.get("model"), dict)
+
+
+def check_sealed(obj: dict, path: Path, hint: str | None = None) -> None:
     recorded = obj.get(CHECKSUMS)
     if not isinstance(recorded, dict):
         raise DlspecError.single(f"checkpoint {path} has no checksums: it was damaged, or written by a dlspec "

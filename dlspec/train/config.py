@@ -79,6 +79,7 @@ class TrainConfig:
     init_from: Mapping[str, Any] | None
     freeze: tuple[str, ...]
     unfreeze: tuple[str, ...]
+    freeze_epochs: int | None  # None: freeze and unfreeze hold for the whole run
     strategy: str | None
     backend: str
     timeout_s: int
@@ -116,6 +117,9 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
     clip = t.get("grad_clip", {})
     if len(clip) > 1:
         problem(root + ("grad_clip",), "grad_clip takes one of `norm` or `value`, not both")
+    if "freeze_epochs" in t and not t.get("freeze"):
+        problem(root + ("freeze_epochs",), "freeze_epochs says how long `freeze` holds, and there is no freeze",
+                hint='for example `freeze: ["*"]`, `unfreeze: ["fc.*"]`, `freeze_epochs: 2`')
     compile_doc = t.get("compile", False)
     logging = t.get("logging", {})
     dist = t.get("distributed", {})
@@ -137,7 +141,7 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
         log_every=logging.get("every_steps", 50), progress=logging.get("progress", "auto"),
         tensorboard=logging.get("tensorboard", False), peak_tflops=logging.get("peak_tflops"),
         init_from=t.get("init_from"),
-        freeze=tuple(t.get("freeze", ())), unfreeze=tuple(t.get("unfreeze", ())),
+        freeze=tuple(t.get("freeze", ())), unfreeze=tuple(t.get("unfreeze", ())), freeze_epochs=t.get("freeze_epochs"),
         strategy=dist.get("strategy"), backend=dist.get("backend", "auto"), timeout_s=dist.get("timeout_s", 300),
         logged_metrics=logged,
     )

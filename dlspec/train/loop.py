@@ -119,6 +119,7 @@ class Trainer:
 
     def _epoch(self) -> None:
         st, cfg = self.state, self.cfg
+        self._thaw()
         batches = D.train_batches(len(self.s.data.train), cfg.data, cfg.seed, st.epoch, self.world.rank, self.world.size)
         for micro, batch in enumerate(D.loader(self.s.data.train, batches[st.batch:], cfg.data, cfg.seed + st.epoch),
                                       start=st.batch):
@@ -195,6 +196,21 @@ class Trainer:
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             self._checkpoint(step_file=True)
         return self.stop_reason is not None
+
+    def _thaw(self) -> None:
+        """After `freeze_epochs`, the frozen parameters the optimizer holds train too (a resume past that
+        point thaws them before its first step, as the run it continues did)."""
+        if self.cfg.freeze_epochs is None or self.state.epoch < self.cfg.freeze_epochs:
+            return
+        frozen = [p for p in self.s.params if not p.requires_grad]
+        if frozen:
+            for p in frozen:
+                p.requires_grad_(True)
+            count = sum(p.numel() for p in frozen)
+            self.reporter.event({"event": "unfreeze", "step": self.state.step, "epoch": self.state.epoch,
+                                 "parameters": count})
+            self.reporter.say(f"epoch {self.state.epoch + 1}: unfroze {count:,} parameters (freeze_epochs "
+                              f"{self.cfg.freeze_epochs})")
 
     def _end_epoch(self) -> None:
         self.state.epoch, self.state.batch = self.state.epoch + 1, 0
@@ -348,7 +364,7 @@ class Trainer:
         self.reporter.event({"event": "resume" if s.saved else "start", "step": st.step, "spec": s.spec.name,
                              "spec_hash": s.spec.spec_hash, "device": str(self.device), "processes": w.size,
                              "strategy": w.strategy, "threads": s.threads[0], "parameters": s.n_params,
-                             "trainable_parameters": sum(p.numel() for p in s.params),
+                             "trainable_parameters": sum(p.numel() for p in s.params if p.requires_grad),
                              "train_examples": len(s.data.train), "val_examples": n_val,
                              "total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                              **({"model_changes": s.model_changes} if s.model_changes else {}),
@@ -361,11 +377,8 @@ class Trainer:
         for change in s.changes or ():
             self.reporter.say(f"  {change['key']}: {change['from']!r} -> {change['to']!r} from step {st.step}")
         if s.init_report is not None:
-            r = s.init_report
-            self.reporter.event({"event": "init_from", **r})
-            self.reporter.say(f"init_from {r['source'][0]}: loaded {len(r['loaded'])} tensors; shape mismatch "
-                              f"{r['shape_mismatch'] or 'none'}; missing {r['missing'] or 'none'}; "
-                              f"unexpected {r['unexpected'] or 'none'}; skipped {len(r['skipped'])}")
+            self.reporter.event({"event": "init_from", **s.init_report.to_json()})
+            self.reporter.say(f"init_from: {s.init_report.summary()}")
 
 
 def evaluate(s: Setup, device: torch.device, world: distributed.World) -> dict[str, float]:

@@ -15,7 +15,7 @@ What takes effect, and how:
   `logging`, `checkpoint.every_steps` and `keep`, `evaluation.every_steps`, early stopping's `patience`
   and `min_delta`, `threads`, `device`, `precision`, `compile`, `deterministic`, `distributed`, and the
   loader's `num_workers`, `pin_memory` and `eval_batch_size`;
-- anything outside `training:` and `model:` (`export:`, `name`, `description`).
+- anything outside `training:` and `model:` (`export:`, `weights:`, `name`, `description`).
 Everything else (the data, its order and splits, the loss, the optimizer's kind and other options, the
 schedule, the metrics, init_from, freeze) defines what the steps already taken meant, so it is refused.
 """

@@ -119,13 +119,18 @@ _REPORTING = {  # what the run reports and keeps, how it starts and where
         "peak_tflops": _num("The device's peak dense TFLOP/s at the run's precision, for model FLOPs utilisation "
                             "(default: known for common GPUs; MFU is not reported where it is unknown).", 0),
     }),
-    "init_from": _obj("Initialise the model from a checkpoint before training (transfer learning).", {
-        "checkpoint": _str("A .pt checkpoint, weights file or run directory, relative to the spec file."),
-        "include": _strings("Only parameter names matching one of these patterns (default: all)."),
-        "exclude": _strings("Skip parameter names matching these patterns."),
+    "init_from": _obj("Initialise the model from other weights before training (transfer learning); strict: every "
+                      "tensor must load unless ignored.", {
+        "checkpoint": _str("A dlspec run directory or checkpoint, or weights from elsewhere (.safetensors, "
+                           ".pt/.pth/.bin state dict, Hugging Face folder) mapped by the spec's `weights:` section; "
+                           "relative to the spec file."),
+        "ignore": _strings("Name patterns (as freeze takes them) of tensors that start fresh: the model's (a new "
+                           "head) and the checkpoint's (its old head) are both left out."),
     }, ["checkpoint"]),
     "freeze": _strings("Parameter-name patterns to freeze (requires_grad false)."),
     "unfreeze": _strings("Parameter-name patterns to make trainable again, applied after freeze."),
+    "freeze_epochs": _int("Hold freeze/unfreeze for this many epochs, then train every parameter (those the model "
+                          "marks trainable: false stay frozen). One process only.", 1),
     "distributed": _obj("Multi-process training under torchrun.", {
         "strategy": _str("ddp (replicated model) or fsdp (sharded with fully_shard).", ["ddp", "fsdp"]),
         "backend": _str("auto: nccl on CUDA, gloo on CPU.", ["auto", "gloo", "nccl"]),

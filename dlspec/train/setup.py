@@ -67,7 +67,7 @@ class Setup:
     changes: list[dict] | None = None  # what the resume changes (resume.py)
     model_changes: list[str] | None = None  # --force: how the model differs from the checkpoint's
     schedule_note: str | None = None
-    init_report: dict | None = None
+    init_report: Any = None  # dlspec.weights.load.Report of init_from
 
     @property
     def n_params(self) -> int:
@@ -145,10 +145,16 @@ def _model(spec, cfg: config.TrainConfig, world, device, base_dir: Path, resumed
     import dlspec
     model = dlspec.build(spec, seed=cfg.seed)
     init_report = transfer.init_from(model, cfg.init_from, base_dir, spec.locate) if cfg.init_from and not resumed else None
+    # with freeze_epochs the optimizer holds what is frozen for now, and the Trainer thaws it later
+    later = [(n, p) for n, p in model.named_parameters() if p.requires_grad] if cfg.freeze_epochs else None
+    if later is not None and world.size > 1:
+        raise DlspecError.single("freeze_epochs works in one process: DDP and FSDP fix what trains when they wrap "
+                                 "the model", spec.locate(("training", "freeze_epochs")),
+                                 hint="train the frozen phase and the rest as two runs (init_from the first)")
     transfer.freeze(model, cfg.freeze, cfg.unfreeze, spec.locate)
     model.to(device)
     net = distributed.wrap(model, world, device, cfg.compile)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = later or [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = optim.build(trainable, cfg.optimizer, device, spec.locate)
     return model, net, optimizer, [p for _, p in trainable], init_report
 

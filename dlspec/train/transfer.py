@@ -1,7 +1,9 @@
-"""Transfer learning: start from another run's weights (all or part), then freeze and unfreeze by name.
+"""Transfer learning: start from other weights (a dlspec run, or a checkpoint from elsewhere through the
+spec's `weights:` mapping), then freeze and unfreeze by name.
 
-`init_from` reports what it did, so a user sees which layers came from the
-checkpoint and which start fresh (a replaced head shows up as a shape mismatch).
+`init_from` is strict: every tensor of the model comes from the checkpoint unless an `ignore` pattern says
+it starts fresh (a new head), and every tensor of the checkpoint has a place unless ignored. Its report
+says what was loaded, tied and ignored.
 """
 from __future__ import annotations
 
@@ -12,36 +14,18 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from dlspec.core.errors import DlspecError
-from dlspec.train import checkpoint, rundir
+from dlspec.weights.load import Report, load_into
 
 
-def init_from(model: torch.nn.Module, cfg: Mapping[str, Any], base_dir: Path, locate) -> dict[str, list[str]]:
-    path = rundir.weights_path(base_dir / cfg["checkpoint"], loc=locate(("training", "init_from", "checkpoint")))
-    source = checkpoint.load(path)["model"]
-    own = model.state_dict()
-    include, exclude = cfg.get("include", ["*"]), cfg.get("exclude", [])
-    for key, patterns in (("include", cfg.get("include", [])), ("exclude", exclude)):
-        for i, pattern in enumerate(patterns):
-            if not any(fnmatch.fnmatchcase(name, pattern) for name in own):
-                raise DlspecError.single(f"init_from {key} pattern '{pattern}' matches no parameter of the model",
-                                         locate(("training", "init_from", key, i)),
-                                         hint="names follow the node ids, e.g. `fc.weight`, `h.0.attn.qkv.bias`")
-    report: dict[str, list[str]] = {"loaded": [], "shape_mismatch": [], "missing": [], "unexpected": [],
-                                    "skipped": []}
-    chosen = {}
-    for name, tensor in own.items():
-        if not _any(name, include) or _any(name, exclude):
-            report["skipped"].append(name)
-        elif name not in source:
-            report["missing"].append(name)
-        elif source[name].shape != tensor.shape:
-            report["shape_mismatch"].append(f"{name} {list(source[name].shape)} -> {list(tensor.shape)}")
-        else:
-            chosen[name] = source[name]
-            report["loaded"].append(name)
-    report["unexpected"] = [name for name in source if name not in own]
-    model.load_state_dict(chosen, strict=False)
-    report["source"] = [str(path)]
+def init_from(model: torch.nn.Module, cfg: Mapping[str, Any], base_dir: Path, locate) -> Report:
+    path = base_dir / cfg["checkpoint"]
+    ignore = cfg.get("ignore", [])
+    report = load_into(model, path, ignore=ignore, loc=locate(("training", "init_from", "checkpoint")))
+    for i, pattern in enumerate(ignore):
+        if not any(e.note == "init_from ignore" and fnmatch.fnmatchcase(e.name, pattern) for e in report.ignored):
+            raise DlspecError.single(f"init_from ignore pattern '{pattern}' matches no tensor of the model or the "
+                                     "checkpoint", locate(("training", "init_from", "ignore", i)),
+                                     hint="names follow the node ids, e.g. `fc.weight`; `fc.*` matches its weight and bias")
     return report
 
 

@@ -40,28 +40,78 @@ def _rope_source(rope: dict, head_dim: int) -> str:
         args.append(f"scaling={dict(rope['scaling'])!r}")
     return f"RotaryEmbedding({', '.join(args)})"
 
+# Each layout's projections by role, in the order they are built; `names` renames the fused and separate
+# layouts' modules (role -> module name). The torch layout keeps nn.MultiheadAttention's names.
+_ROLES = {"fused": ("qkv", "out"), "cross": ("q", "kv", "out"), "separate": ("q", "k", "v", "out"),
+          "torch": ("qkv", "out")}
+_ALL_ROLES = ("qkv", "q", "k", "v", "kv", "out")
+_NAMES = Attr("names", "struct", "module names of the projections, by role (fused and separate layouts): "
+              "`{q: q_proj, k: k_proj, v: v_proj, out: o_proj}` (Hugging Face Llama)", None,
+              fields=tuple(Attr(role, "str", f"the {role} projection's name (default: {role})", None) for role in _ALL_ROLES))
+
+
+def _roles(a) -> tuple[str, ...]:
+    return _ROLES["cross" if a["layout"] == "fused" and a["memory"] else a["layout"]]
+
+
+def _names(a) -> dict[str, str]:
+    """The renamed projections (role -> module name), only those that differ from their role."""
+    given = a["names"] or {}
+    return {role: given[role] for role in _roles(a) if given.get(role) not in (None, role)}
+
+
+def _has_bias(a, role: str) -> bool:
+    return a["bias"] if isinstance(a["bias"], bool) else role in a["bias"]
+
+
 def _attention_params(a) -> dict:
     dim, heads = a["dim"], a["heads"]
-    kv_heads = a["kv_heads"] or heads
-    head = dim // heads
-    kv_out = 2 * kv_heads * head
-    b = a["bias"]
-    out = {}
-    if a["memory"]:
-        out["q.weight"] = (dim, dim)
-        if b:
-            out["q.bias"] = (dim,)
-        out["kv.weight"] = (kv_out, a["kv_dim"] or dim)
-        if b:
-            out["kv.bias"] = (kv_out,)
+    kv_width = (a["kv_heads"] or heads) * (dim // heads)
+    source = a["kv_dim"] or dim
+    shapes = {"qkv": (dim + 2 * kv_width, dim), "q": (dim, dim), "k": (kv_width, source), "v": (kv_width, source),
+              "kv": (2 * kv_width, source), "out": (dim, dim)}
+    if a["layout"] == "torch":
+        names = {"qkv": ("in_proj_weight", "in_proj_bias"), "out": ("out_proj.weight", "out_proj.bias")}
     else:
-        out["qkv.weight"] = (dim + kv_out, dim)
-        if b:
-            out["qkv.bias"] = (dim + kv_out,)
-    out["out.weight"] = (dim, dim)
-    if b:
-        out["out.bias"] = (dim,)
+        module = {role: a["names"] and a["names"].get(role) or role for role in _roles(a)}
+        names = {role: (f"{module[role]}.weight", f"{module[role]}.bias") for role in _roles(a)}
+    out = {}
+    for role in _roles(a):
+        out[names[role][0]] = shapes[role]
+        if _has_bias(a, role):
+            out[names[role][1]] = shapes[role][:1]
     return out
+
+
+def _check_layout(a) -> None:
+    roles = _roles(a)
+    for role, name in (a["names"] or {}).items():
+        if name is None:
+            continue
+        if a["layout"] == "torch":
+            raise ShapeError("the torch layout keeps nn.MultiheadAttention's names (in_proj_weight, out_proj)",
+                             attr="names", hint="rename with layout: fused or separate")
+        if role not in roles:
+            raise ShapeError(f"the {a['layout']}{' cross-attention' if a['memory'] else ''} layout has no '{role}' "
+                             f"projection", attr="names", expected=f"names of {', '.join(roles)}")
+        if not name.isidentifier() or name in _RESERVED_NAMES:
+            raise ShapeError(f"'{name}' cannot name a projection", attr="names",
+                             expected="a Python identifier that is not an attribute of the attention module")
+    taken = [n for n in (a["names"] or {}).values() if n is not None]
+    if len(set(taken)) != len(taken):
+        raise ShapeError("two projections have the same name", attr="names")
+    for role in a["bias"] if not isinstance(a["bias"], bool) else ():
+        if role not in roles:
+            raise ShapeError(f"the {a['layout']} layout has no '{role}' projection to give a bias", attr="bias",
+                             expected=f"some of {', '.join(roles)}")
+    if a["layout"] == "torch" and a["memory"] and (a["kv_dim"] or a["dim"]) != a["dim"]:
+        raise ShapeError("the torch layout projects memory with in_proj_weight, so kv_dim must equal dim",
+                         attr="kv_dim", hint="use layout: separate for memory of another width")
+
+
+# attributes and methods of the attention module a projection's name would hide
+_RESERVED_NAMES = frozenset({"heads", "kv_heads", "head_dim", "kv_width", "dim", "causal", "dropout", "cross",
+                             "rope", "project", "output"})
 
 
 def _attention_rule(a, ins):
@@ -69,6 +119,7 @@ def _attention_rule(a, ins):
     floating(x)
     rank(x, (3,))
     features(x, -1, a["dim"], "dim")
+    _check_layout(a)
     heads, kv_heads = a["heads"], a["kv_heads"] or a["heads"]
     if a["dim"] % heads:
         raise ShapeError(f"dim ({a['dim']}) must be divisible by heads ({heads})", attr="heads")
@@ -107,15 +158,45 @@ def _attention_construct(a) -> str:
         args.append("causal=True")
     if a["dropout"]:
         args.append(f"dropout={a['dropout']!r}")
-    if not a["bias"]:
+    if a["bias"] is False:
         args.append("bias=False")
+    elif a["bias"] is not True:
+        args.append(f"bias={tuple(a['bias'])!r}")
     if a["memory"]:
         args.append("cross=True")
         if a["kv_dim"] and a["kv_dim"] != a["dim"]:
             args.append(f"kv_dim={a['kv_dim']}")
+    if _names(a):
+        args.append(f"names={_names(a)!r}")
     if a["rope"] is not None:
         args.append(f"rope={_rope_source(a['rope'], a['dim'] // a['heads'])}")
-    return f"MultiHeadAttention({', '.join(args)})"
+    return f"{_CLASSES[a['layout']]}({', '.join(args)})"
+
+
+_CLASSES = {"fused": "MultiHeadAttention", "separate": "SeparateAttention", "torch": "InProjAttention"}
+
+
+def _attention_helper(a) -> str | None:
+    """With renamed projections, `project` and `output` call them by name, as a person writes them (and as
+    TorchScript needs: it compiles attribute names, not strings)."""
+    names = _names(a)
+    if not names:
+        return None
+    call = {role: f"self.{names.get(role, role)}" for role in _roles(a)}
+    split = "split([self.kv_width, self.kv_width], dim=-1)"
+    if a["layout"] == "separate":
+        body = [f"return {call['q']}(x), {call['k']}(source), {call['v']}(source)"]
+    elif a["memory"]:
+        body = [f"k, v = {call['kv']}(source).{split}", f"return {call['q']}(x), k, v"]
+    else:
+        body = [f"q, k, v = {call['qkv']}(x).split([self.dim, self.kv_width, self.kv_width], dim=-1)",
+                "return q, k, v"]
+    named = ", ".join(names.get(role, role) for role in _roles(a))
+    lines = [f'"""MultiHeadAttention with its projections named {named}."""', "",
+             "def project(self, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:"]
+    lines += ["    " + line for line in body]
+    lines += ["", "def output(self, y: torch.Tensor) -> torch.Tensor:", f"    return {call['out']}(y)"]
+    return "\n".join(lines)
 
 
 def _attention_call(a, args, mod, ins) -> str:
@@ -145,14 +226,20 @@ register(LayerKind(
      Attr("kv_heads", "int", "number of key/value heads (grouped-query attention; default: heads)", None),
      Attr("causal", "bool", "each position attends only to earlier ones", False),
      Attr("dropout", "float", "dropout on attention weights while training", 0.0),
-     Attr("bias", "bool", "biases on the projections", True),
+     Attr("bias", "flags", "biases on the projections: true, false, or the roles that have one (`[q, v, out]`)",
+          True, choices=_ALL_ROLES),
+     Attr("layout", "str", "the projections' parameters: fused (one `qkv` Linear; `q` and `kv` for cross-attention), "
+          "separate (`q`, `k`, `v`), or torch (nn.MultiheadAttention's `in_proj_weight`, `in_proj_bias`, "
+          "`out_proj`); then `out`", "fused", choices=("fused", "separate", "torch")),
+     _NAMES,
      Attr("memory", "ref", "node whose output is attended to (cross-attention); default: self-attention", None),
      Attr("kv_dim", "int", "width of memory (default: dim)", None),
      Attr("mask", "ref", "node giving a [batch, keys] padding mask, true (or 1) = attend", None),
      Attr("rope", "struct", "rotary position embeddings on queries and keys, Llama's layout: `rope: {theta: 500000}` "
                             "(`{}` for the defaults)", None, fields=_ROPE_FIELDS)),
     _attention_rule, _attention_call, _attention_construct, _attention_params, _attention_macs,
-    module_classes=("MultiHeadAttention", "RotaryEmbedding"),
+    module_classes=("MultiHeadAttention", "SeparateAttention", "InProjAttention", "RotaryEmbedding"),
+    helper=_attention_helper,
 ))
 
 

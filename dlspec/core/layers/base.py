@@ -25,7 +25,7 @@ class ShapeError(Exception):
 @dataclass(frozen=True)
 class Attr:
     name: str
-    type: str  # int | float | bool | str | ints | dims | padding | ref | struct
+    type: str  # int | float | bool | str | ints | dims | padding | ref | struct | flags (true, false or a list of choices)
     doc: str
     default: Any = REQUIRED
     choices: tuple = ()
@@ -57,6 +57,9 @@ class LayerKind:
     static_dims: Callable[[dict, list[TensorType]], list[Any]] = lambda a, ins: []
     # integer inputs read as indices: input position -> valid [lo, hi) of their values (embedding ids)
     index_range: Callable[[dict, list[TensorType]], dict[int, tuple[int, int]]] = lambda a, ins: {}
+    # methods of a subclass of the class `construct` makes, when the attributes need one (attention's own
+    # projection names): the generated source defines the subclass and constructs it instead
+    helper: Callable[[dict], str | None] = lambda a: None
 
     def attr(self, name: str) -> Attr | None:
         return next((a for a in self.attrs if a.name == name), None)
