@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from support import ROOT, SPECS
+from support import ROOT, TRAINABLE
 
 import dlspec as dlspec_api
 
@@ -442,7 +442,7 @@ def transformer_runs(runs) -> Path:
              "out": str(root / f"{n}-{strategy}")}
             for n, (s, o) in cases.items() for strategy in ("ddp", "fsdp")]
     plan[-3]["overrides"]["training.max_steps"] = 3  # tied-gpt under FSDP stops half way; one process resumes it
-    for path in SPECS:
+    for path in TRAINABLE:
         spec, overrides = _quick_training(path, root)
         plan.append({"spec": spec, "overrides": {**overrides, "training.distributed": {"strategy": "fsdp"}},
                      "out": str(root / f"spec-{path.stem}")})
@@ -471,7 +471,7 @@ def test_one_process_resumes_an_fsdp_transformer_run_with_tied_weights(transform
     assert "lm_head.weight" not in resumed or torch.equal(resumed["lm_head.weight"], resumed["embed.wte.weight"])
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TRAINABLE, ids=lambda p: p.stem)
 def test_every_spec_trains_under_fsdp(transformer_runs, path):
     run = transformer_runs / f"spec-{path.stem}"
     (start,) = events(run, "start")

@@ -11,18 +11,14 @@ import sys
 
 import pytest
 import torch
-import yaml
-from support import ROOT, SPECS, overrides_for
+from support import ROOT, TRAINABLE, overrides_for
 
 import dlspec
 import dlspec.train
 from dlspec.core.errors import DlspecError
 
-# a spec that starts from a checkpoint file is trained by its own test, which makes the file (test_weights.py)
-TRAINED = [p for p in SPECS if "init_from" not in yaml.safe_load(p.read_text()).get("training", {"init_from": 0})]
 
-
-@pytest.mark.parametrize("path", TRAINED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TRAINABLE, ids=lambda p: p.stem)
 def test_every_spec_with_a_training_section_trains(path, tmp_path):
     spec = dlspec.load(path, overrides_for(path) + ["training.max_steps=3", "training.threads=1",
                                                      "training.device=cpu"])

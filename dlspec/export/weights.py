@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from dlspec.core.errors import DlspecError
+from dlspec.core.files import file_sha256
 from dlspec.train import rundir
 from dlspec.train.checkpoint import load as read_checkpoint
 
@@ -22,7 +23,7 @@ def initialised(seed: int) -> dict:
 
 def from_weights(report) -> dict:
     """Weights loaded from elsewhere through the spec's mapping (dlspec.weights)."""
-    return {"source": "weights", "path": report.source, "sha256": _sha256(Path(report.source)),
+    return {"source": "weights", "path": report.source, "sha256": file_sha256(Path(report.source)),
             "tensors": len(report.loaded)}
 
 
@@ -60,7 +61,7 @@ def load_checkpoint(model: torch.nn.Module, spec, path: Path) -> dict:
                 f"missing: {', '.join(missing[:5])}" if missing else "",
                 f"unexpected: {', '.join(unexpected[:5])}" if unexpected else "") if part))
     model.load_state_dict(state["model"])
-    return {"source": "checkpoint", "path": str(path), "sha256": filefile_sha256(path)}
+    return {"source": "checkpoint", "path": str(path), "sha256": file_sha256(path)}
 
 
 def _key_mismatch(ours: dict, theirs: dict) -> tuple[list[str], list[str]]:
