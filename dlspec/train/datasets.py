@@ -306,17 +306,22 @@ def _text_column(cells: list[str]):
 def _read_csv(o: Kinded, source: Source, path: Path) -> tuple[dict[str, _Column], Callable[[int], str]]:
     import csv
     import io
-    rows = list(csv.reader(io.StringIO(_read_text(path, _where(o, "path"), source.locate), newline="")))
+    reader = csv.reader(io.StringIO(_read_text(path, _where(o, "path"), source.locate), newline=""))
+    rows, lines = [], []  # the rows with a value, and the line each ends on (for messages)
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            rows.append(row)
+            lines.append(reader.line_num)
     if not rows:
         raise DlspecError.single(f"{path.name} is empty", source.locate(_where(o, "path")), expected="a header row, "
                                  "then one row per example")
-    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    for i, row in enumerate(body):
+    header = [h.strip() for h in rows[0]]
+    for row, line in zip(rows[1:], lines[1:]):
         if len(row) != len(header):
-            raise DlspecError.single(f"{path.name}: row {i + 1} has {len(row)} cells, the header {len(header)}",
+            raise DlspecError.single(f"{path.name}:{line}: {len(row)} cells, and the header has {len(header)}",
                                      source.locate(_where(o, "path")), expected="the same number of cells in every row")
-    columns = {name: _text_column([row[j] for row in body]) for j, name in enumerate(header)}
-    return columns, lambda i: f"{path.name} row {i + 1}"
+    columns = {name: _text_column([row[j] for row in rows[1:]]) for j, name in enumerate(header)}
+    return columns, lambda i: f"{path.name}:{lines[i + 1]}:"
 
 
 def _read_parquet(o: Kinded, source: Source, path: Path) -> tuple[dict[str, _Column], Callable[[int], str]]:
@@ -346,7 +351,7 @@ def _read_parquet(o: Kinded, source: Source, path: Path) -> tuple[dict[str, _Col
         else:
             cells = ["" if v is None else str(v) for v in column.to_pylist()]
             columns[name] = _text_column(cells)
-    return columns, lambda i: f"{path.name} row {i + 1}"
+    return columns, lambda i: f"{path.name}, row {i + 1}:"
 
 
 def _select(o: Kinded, source: Source, header: list[str]) -> dict[str, list[str] | str]:
@@ -409,7 +414,7 @@ def _tabular(read: Callable[[Kinded, Source, Path], tuple[dict[str, _Column], Ca
                 for c in names:
                     if columns[c].text is not None:
                         i = next(i for i, v in enumerate(columns[c].numbers) if np.isnan(v) and not columns[c].missing[i])
-                        raise DlspecError.single(f"{row(i)}, column '{c}' holds '{columns[c].text[i]}', not a number",
+                        raise DlspecError.single(f"{row(i)} column '{c}' holds '{columns[c].text[i]}', not a number",
                                                  where, hint="a column of words can be a label (a field of one column), "
                                                  "not a feature: encode it as numbers first")
                 fields[field] = torch.tensor(values, dtype=torch.float32)
@@ -427,7 +432,7 @@ def _filled(column: _Column, name: str, o: Kinded, loc, row: Callable[[int], str
     value = fill.get(name) if isinstance(fill, dict) else fill
     if value is None:
         i = int(np.argmax(column.missing))
-        raise DlspecError.single(f"{row(i)}, column '{name}' has no value ({int(column.missing.sum())} missing in that "
+        raise DlspecError.single(f"{row(i)} column '{name}' has no value ({int(column.missing.sum())} missing in that "
                                  "column)", loc, hint=f"fill it: `fill: {{{name}: 0}}` (or `fill: 0` for every column)")
     return np.where(column.missing, float(value), column.numbers)
 
@@ -437,19 +442,19 @@ def _classes(column: _Column, name: str, field: str, source: Source, loc, row: C
     import torch
     if column.missing.any():
         i = int(column.missing.argmax())
-        raise DlspecError.single(f"{row(i)}, column '{name}' has no label", loc, hint="remove the row, or label it")
+        raise DlspecError.single(f"{row(i)} column '{name}' has no label", loc, hint="remove the row, or label it")
     known = (source.classes or {}).get(field)
     names = tuple(known) if known is not None else tuple(sorted(set(column.text)))
     index = {n: i for i, n in enumerate(names)}
     for i, word in enumerate(column.text):
         if word not in index:
-            raise DlspecError.single(f"{row(i)}, column '{name}' holds class '{word}', which the training data does not "
+            raise DlspecError.single(f"{row(i)} column '{name}' holds class '{word}', which the training data does not "
                                      "have", loc, expected=f"one of {', '.join(names[:10])}")
     return torch.tensor([index[w] for w in column.text], dtype=torch.int64), names
 
 
 def _tabular_recipe(o: Kinded, table: TensorTable) -> dict:
-    return {"columns": o["columns"], "fill": o["fill"], "classes": {k: list(v) for k, v in (table.classes or {}).items()}}
+    return {"columns": o["columns"], "fill": o["fill"]}
 
 
 # ---- text and tokens ----------------------------------------------------------------------------------------------
@@ -596,7 +601,7 @@ def _decoding(o: Kinded, source: Source) -> dict:
 
 
 def _image_recipe(o: Kinded, table: ImageTable) -> dict:
-    return {"decode": dict(table.decode), "scale": "pixels / 255", "classes": {"label": list(table.classes["label"])}}
+    return {"decode": dict(table.decode), "scale": "pixels / 255"}
 
 
 # ---- the file kinds -----------------------------------------------------------------------------------------------
