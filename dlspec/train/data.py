@@ -63,12 +63,13 @@ def prepare(cfg: DataConfig, spec: Any, seed: int, base: Path) -> Data:
             raise DlspecError.single(f"a validation fraction of {cfg.validation_fraction} of {len(table)} examples "
                                      f"leaves {len(train)} to train on and {len(val)} to validate on",
                                      spec.locate(("training", "data", "validation", "fraction")),
-                                     expected="a fraction that leaves examples on both sides")
+                                     expected="a fraction that leaves examples on both sides",
+                                     hint="token windows need block + 1 tokens on each side")
     else:
         train, val = table, None
     stats = _statistics(cfg.normalize, train, spec.locate)
     input_fields = _match_inputs(cfg, spec, train)
-    if val is not None and cfg.validation_dataset is not None:
+    if val is not None:  # a held-out part may hold what the training part does not (a larger token id)
         _check_validation(spec, train, val, input_fields)
     recipe = datasets.recipe(cfg.dataset, train)
     return Data(train, val, input_fields, train.target_field, stats, getattr(train, "vocab", None), tuple(notes), recipe)
@@ -203,7 +204,10 @@ def _statistics(normalize: Mapping[str, Any], train: Table, locate: Locate) -> d
         if isinstance(how, dict):
             stats[field] = {"mean": _as_list(how["mean"]), "std": _as_list(how["std"])}
             continue
-        values = train.sample(field)
+        try:
+            values = train.sample(field)
+        except DataFault as exc:
+            raise DlspecError.single(str(exc), locate(where), hint="fix or remove the file") from None
         dims = [0] + list(range(2, values.ndim)) if values.ndim >= 3 else [0]  # per channel, else per feature
         if how == "standard":
             mean, std = values.mean(dim=dims), values.std(dim=dims)

@@ -65,7 +65,8 @@ def tokenize(inputs: list[Path], out: Path, tokenizer_name: str = "bytes", *, vo
     """Encode `inputs` into token files in `out`; returns the meta.json it wrote."""
     from dlspec.train import tokenizer
     if not 0 <= val_fraction < 1:
-        raise DlspecError.single(f"--val-fraction {val_fraction} is out of range", usage=True, expected="0 <= f < 1")
+        raise DlspecError.single(f"--val-fraction {val_fraction} is out of range", usage=True, expected="0 <= f < 1",
+                                 hint="0.1 keeps the last tenth for validation; 0 keeps none")
     files = _input_files(inputs)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DlspecError.single(f"{out} already holds files; tokenize will not write over them", usage=True,
@@ -119,7 +120,7 @@ def _input_files(inputs: list[Path]) -> list[tuple[Path, int]]:
         elif path.is_file():
             files.append(path)
         else:
-            raise DlspecError.single(f"input {path} does not exist", usage=True)
+            raise DlspecError.single(f"input {path} does not exist", usage=True, hint="check the path")
     if not files:
         raise DlspecError.single("no input files", usage=True, hint="give text files, or folders holding them")
     return [(p, p.stat().st_size) for p in files]

@@ -314,12 +314,13 @@ def _read_csv(o: Kinded, source: Source, path: Path) -> tuple[dict[str, _Column]
             lines.append(reader.line_num)
     if not rows:
         raise DlspecError.single(f"{path.name} is empty", source.locate(_where(o, "path")), expected="a header row, "
-                                 "then one row per example")
+                                 "then one row per example", hint="is this the file you meant?")
     header = [h.strip() for h in rows[0]]
     for row, line in zip(rows[1:], lines[1:]):
         if len(row) != len(header):
             raise DlspecError.single(f"{path.name}:{line}: {len(row)} cells, and the header has {len(header)}",
-                                     source.locate(_where(o, "path")), expected="the same number of cells in every row")
+                                     source.locate(_where(o, "path")), expected="the same number of cells in every row",
+                                     hint="a cell holding a comma must be quoted")
     columns = {name: _text_column([row[j] for row in rows[1:]]) for j, name in enumerate(header)}
     return columns, lambda i: f"{path.name}:{lines[i + 1]}:"
 
@@ -335,11 +336,12 @@ def _read_parquet(o: Kinded, source: Source, path: Path) -> tuple[dict[str, _Col
                                  source.locate(_where(o, "kind")), hint="pip install 'dlspec[parquet]'") from None
     if path.stat().st_size > memory_limit():
         raise DlspecError.single(f"{path} is {path.stat().st_size:,} bytes, more than this process may hold",
-                                 source.locate(_where(o, "path")))
+                                 source.locate(_where(o, "path")), hint="a table is held in memory: use fewer rows")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise DlspecError.single(f"cannot read {path.name} as Parquet: {exc}", source.locate(_where(o, "path"))) from None
+        raise DlspecError.single(f"cannot read {path.name} as Parquet: {exc}", source.locate(_where(o, "path")),
+                                 hint="is this the file you meant?") from None
     columns = {}
     for name, column in zip(table.column_names, table.columns):
         missing = pc.is_null(column, nan_is_null=pa.types.is_floating(column.type)).to_numpy(zero_copy_only=False)
@@ -359,7 +361,7 @@ def _select(o: Kinded, source: Source, header: list[str]) -> dict[str, list[str]
     other field takes); without `columns`, a label-like column is `label` and the rest are `features`."""
     wanted = o["columns"]
     if wanted is None:
-        target = next((c for c in header if c.lower() in _TARGET_NAMES + ("class", "species")), None)
+        target = next((c for name in _TARGET_NAMES + ("class", "species") for c in header if c.lower() == name), None)
         if target is None:
             raise DlspecError.single("no column looks like a label; say which columns are which", source.locate(o.path),
                                      expected=f"columns of {', '.join(header[:8])}", hint="columns: {label: COLUMN, "
@@ -374,12 +376,14 @@ def _select(o: Kinded, source: Source, header: list[str]) -> dict[str, list[str]
             chosen[field] = [c for c in header if fnmatch.fnmatchcase(c, want)]
             if not chosen[field]:
                 raise DlspecError.single(f"no column matches '{want}'", source.locate(where),
-                                         expected=f"columns of {', '.join(header[:8])}{', ...' if len(header) > 8 else ''}")
+                                         expected=f"columns of {', '.join(header[:8])}{', ...' if len(header) > 8 else ''}",
+                                         hint="a glob matches whole names: `pixel_*`, `f?`")
             continue
         for column in [want] if isinstance(want, str) else want:
             if column not in header:
                 raise DlspecError.single(f"the file has no column '{column}'", source.locate(where),
-                                         expected=f"one of {', '.join(header)}", hint=did_you_mean(column, header))
+                                         expected=f"one of {', '.join(header)}",
+                                         hint=did_you_mean(column, header) or "column names are those of the header row")
         chosen[field] = want if isinstance(want, str) else list(want)
     taken = {c for cols in chosen.values() for c in ([cols] if isinstance(cols, str) else cols)}
     for field, want in wanted.items():
@@ -449,7 +453,8 @@ def _classes(column: _Column, name: str, field: str, source: Source, loc, row: C
     for i, word in enumerate(column.text):
         if word not in index:
             raise DlspecError.single(f"{row(i)} column '{name}' holds class '{word}', which the training data does not "
-                                     "have", loc, expected=f"one of {', '.join(names[:10])}")
+                                     "have", loc, expected=f"one of {', '.join(names[:10])}",
+                                     hint="a validation file may only use the training file's classes")
     return torch.tensor([index[w] for w in column.text], dtype=torch.int64), names
 
 
@@ -498,12 +503,17 @@ def _token_shard(path: Path, dtype: str | None, o: Kinded, source: Source):
         if path.suffix == ".npy":
             try:
                 version = np.lib.format.read_magic(handle)
-                shape, fortran, dt = np.lib.format._read_array_header(handle, version)
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in read:
+                    raise ValueError(f"format version {version}")
+                shape, fortran, dt = read[version](handle)
             except ValueError as exc:
-                raise DlspecError.single(f"{path.name} is not a .npy file: {exc}", loc) from None
+                raise DlspecError.single(f"{path.name} is not a .npy file: {exc}", loc,
+                                         hint="save the ids with numpy.save(path, ids.astype(numpy.uint16))") from None
             if len(shape) != 1 or dt.kind not in "ui" or dt.byteorder == ">":
                 raise DlspecError.single(f"{path.name} holds {dt} of shape {list(shape)}", loc,
-                                         expected="a 1-D array of integer token ids (little-endian)")
+                                         expected="a 1-D array of integer token ids (little-endian)",
+                                         hint="save the ids with numpy.save(path, ids.astype(numpy.uint16))")
             return Shard(str(path), dt.name, handle.tell(), 0, int(shape[0]))
         size = handle.seek(0, 2)
     if path.suffix != ".bin":
@@ -570,11 +580,13 @@ def _image_folder(o: Kinded, source: Source) -> ImageTable:
     classes = tuple(known) if known is not None else tuple(found)
     if not found:
         raise DlspecError.single(f"{root} has no class folders", source.locate(_where(o, "path")),
-                                 expected="one folder per class, holding its images (cat/1.jpg, dog/2.png, ...)")
+                                 expected="one folder per class, holding its images (cat/1.jpg, dog/2.png, ...)",
+                                 hint="the folder names are the class names")
     strangers = sorted(set(found) - set(classes))
     if strangers:
         raise DlspecError.single(f"{root} has classes the training data does not: {', '.join(strangers[:5])}",
-                                 source.locate(_where(o, "path")), expected=f"folders among {', '.join(classes[:10])}")
+                                 source.locate(_where(o, "path")), expected=f"folders among {', '.join(classes[:10])}",
+                                 hint="a validation folder may only use the training folder's classes")
     files, labels = [], []
     for name in found:
         for file in sorted((root / name).rglob("*")):

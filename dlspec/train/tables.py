@@ -239,8 +239,11 @@ class TokenTable:
         side_by_side = replace(self, random=False, stride=self.block)
         if self.max_windows is None or len(side_by_side) <= self.max_windows:
             return side_by_side
-        spread = max((self.tokens - len(self.shards) * (self.block + 1)) // self.max_windows, self.block)
-        return replace(self, random=False, stride=spread)
+        span = sum(max(len(s) - self.block - 1, 0) for s in self.shards)  # where the windows may start
+        spread = replace(self, random=False, stride=max(span // self.max_windows + 1, self.block))
+        while len(spread) > self.max_windows:  # several files: each may add one window to the even spread
+            spread = replace(spread, stride=spread.stride + max(spread.stride // 16, 1))
+        return spread
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}  # not the cached counts

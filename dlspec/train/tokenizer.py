@@ -90,7 +90,8 @@ def bpe(text: str, where: str, loc: Loc | None = None) -> Codec:
     except Exception as exc:  # the Rust parser raises its own exception type for any bad file
         raise DlspecError.single(f"{where} is not a tokenizer.json the tokenizers library can read: "
                                  f"{shorten(str(exc), 200)}", loc, expected="a file saved by tokenizers' "
-                                 "Tokenizer.save (or written by `dlspec data tokenize`)") from None
+                                 "Tokenizer.save (or written by `dlspec data tokenize`)",
+                                 hint="is this the file you meant?") from None
     _cache[text] = parsed
     return Codec("bpe", parsed.get_vocab_size(), text)
 
