@@ -620,7 +620,8 @@ def _image_recipe(o: Kinded, table: ImageTable) -> dict:
 
 _PATH = Option("path", "string", "The file, relative to the spec file.", required=True)
 _DTYPES = Option("dtypes", "mapping", "Field name -> dtype to read it as.", default_doc="float32 (float64 is read as "
-                 "float32, with a note), int64 for integers", schema={"type": "object", "additionalProperties": {"type": "string"}})
+                 "float32, with a note), int64 for integers",
+                 schema={"type": "object", "additionalProperties": {"type": "string"}})
 _COLUMNS = Option("columns", "mapping", "Field name -> one column, a list of columns, a glob (`pixel_*`) or `rest` "
                   "(every column no other field takes).", default_doc="a column named label, target, y, class or "
                   "species as `label`, the rest as `features`",
