@@ -17,6 +17,7 @@ A table holds no open file: a loader worker started by spawn gets it pickled and
 from __future__ import annotations
 
 import functools
+import mmap
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -142,10 +143,24 @@ class Shard:
         return self.stop - self.start
 
 
-@functools.lru_cache(maxsize=256)
-def _mapped(path: str, dtype: str, offset: int) -> np.ndarray:
-    """The file as a read-only memory map, opened once per process (pages are read as windows touch them)."""
-    return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset)
+@functools.lru_cache(maxsize=64)
+def _opened(path: str):
+    """The token file, opened once per process (a forked worker shares it: a map needs no file position)."""
+    return open(path, "rb")
+
+
+def _windows(shard: Shard, starts: list[int], length: int) -> np.ndarray:
+    """The windows [start, start + length) of a shard, as int64 rows. Read through a memory map made for this
+    batch and dropped after it, as nanoGPT does: pages a mapping has touched count as this process's memory
+    until it is unmapped, so a long run would otherwise grow towards the file's size. The map is advised of
+    random access, so each window reads its own pages and not the kernel's read-ahead around them."""
+    with mmap.mmap(_opened(shard.path).fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        if hasattr(mmap, "MADV_RANDOM"):
+            mapped.madvise(mmap.MADV_RANDOM)
+        ids = np.frombuffer(mapped, dtype=np.dtype(shard.dtype), offset=shard.offset)
+        rows = np.stack([ids[s:s + length] for s in starts]).astype(np.int64)
+        del ids  # no view may outlive the map
+    return rows
 
 
 @dataclass(frozen=True)
@@ -194,14 +209,17 @@ class TokenTable:
 
     @functools.cached_property
     def _range(self) -> tuple[int, int]:
-        """The smallest and largest id, read in chunks through the file (never the whole file at once)."""
+        """The smallest and largest id, read in chunks with plain reads: through the memory map, every page
+        would stay resident in this process, and a 1 GB file would count 1 GB against its memory."""
         lo, hi = None, None
         for shard in self.shards:
-            mapped = _mapped(shard.path, shard.dtype, shard.offset)
-            for at in range(shard.start, shard.stop, 1 << 22):
-                chunk = np.array(mapped[at:min(at + (1 << 22), shard.stop)])  # a copy: the map's pages can go
-                lo = int(chunk.min()) if lo is None else min(lo, int(chunk.min()))
-                hi = int(chunk.max()) if hi is None else max(hi, int(chunk.max()))
+            dtype = np.dtype(shard.dtype)
+            with open(shard.path, "rb") as handle:
+                handle.seek(shard.offset + shard.start * dtype.itemsize)
+                for at in range(shard.start, shard.stop, 1 << 22):
+                    chunk = np.fromfile(handle, dtype=dtype, count=min(1 << 22, shard.stop - at))
+                    lo = int(chunk.min()) if lo is None else min(lo, int(chunk.min()))
+                    hi = int(chunk.max()) if hi is None else max(hi, int(chunk.max()))
         return (lo or 0, hi or 0)
 
     def value_range(self, name: str) -> tuple[float, float]:
@@ -212,10 +230,11 @@ class TokenTable:
         shard_of = np.searchsorted(self._counts, positions, side="right") - 1
         windows = np.empty((len(positions), self.block + 1), dtype=np.int64)
         step = 1 if self.random else self.stride
-        for row, (position, s) in enumerate(zip(positions, shard_of)):
+        for s in np.unique(shard_of):
+            rows = np.flatnonzero(shard_of == s)
             shard = self.shards[s]
-            start = shard.start + (int(position) - int(self._counts[s])) * step
-            windows[row] = _mapped(shard.path, shard.dtype, shard.offset)[start:start + self.block + 1]
+            starts = [shard.start + (int(positions[r]) - int(self._counts[s])) * step for r in rows]
+            windows[rows] = _windows(shard, starts, self.block + 1)
         windows = torch.from_numpy(windows)
         return {"tokens": windows[:, :-1], "targets": windows[:, 1:]}
 
