@@ -128,23 +128,43 @@ def _seed(o: Kinded, source: Source) -> int:
     return o["seed"] if o["seed"] is not None else source.seed
 
 
+def _check_size(o: Kinded, source: Source, values_per_example: int) -> None:
+    """Refuse a generated set that would not fit in memory (a few float64 copies of it) before making it."""
+    if o["samples"] * values_per_example * 8 * 4 > memory_limit():
+        raise DlspecError.single(f"{o['samples']:,} examples of {values_per_example:,} values would not fit in memory",
+                                 source.locate(_where(o, "samples")), hint="generate fewer examples")
+
+
+def _generate(o: Kinded, source: Source, values_per_example: int, make: Callable[[], Any]) -> Any:
+    """A scikit-learn generator's output, its size checked first and its objection to the options (classes
+    that need more informative features) located."""
+    _check_size(o, source, values_per_example)
+    try:
+        return make()
+    except ValueError as exc:
+        raise DlspecError.single(f"{o.kind}: {exc}", source.locate(o.path),
+                                 hint="change the generator's options") from None
+
+
 def _synthetic_classification(o: Kinded, source: Source) -> TensorTable:
     from sklearn.datasets import make_classification
-    x, y = make_classification(n_samples=o["samples"], n_features=o["features"],
-                               n_informative=o["informative"] or min(o["features"], 5), n_redundant=0,
-                               n_classes=o["classes"], flip_y=o["noise"], random_state=_seed(o, source))
+    x, y = _generate(o, source, o["features"] + 1, lambda: make_classification(
+        n_samples=o["samples"], n_features=o["features"], n_informative=o["informative"] or min(o["features"], 5),
+        n_redundant=0, n_classes=o["classes"], flip_y=o["noise"], random_state=_seed(o, source)))
     return _tensors({"features": x, "label": y}, "features", "label")
 
 
 def _synthetic_regression(o: Kinded, source: Source) -> TensorTable:
     from sklearn.datasets import make_regression
-    x, y = make_regression(n_samples=o["samples"], n_features=o["features"], n_targets=o["targets"], noise=o["noise"],
-                           random_state=_seed(o, source))
+    x, y = _generate(o, source, o["features"] + o["targets"], lambda: make_regression(
+        n_samples=o["samples"], n_features=o["features"], n_targets=o["targets"], noise=o["noise"],
+        random_state=_seed(o, source)))
     return _tensors({"features": x, "target": y[:, None] if y.ndim == 1 else y}, "features", "target")
 
 
 def _synthetic_tokens(o: Kinded, source: Source) -> TensorTable:
     import torch
+    _check_size(o, source, 2 * o["length"])
     generator = torch.Generator().manual_seed(_seed(o, source))
     tokens = torch.randint(0, o["vocab"], (o["samples"], o["length"]), generator=generator)
     targets = {"copy": tokens.clone(), "reverse": tokens.flip(1), "sort": tokens.sort(dim=1).values}[o["task"]]
@@ -348,11 +368,13 @@ def _read_parquet(o: Kinded, source: Source, path: Path) -> tuple[dict[str, _Col
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
             numbers = pc.cast(column, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
             columns[name] = _Column(np.asarray(numbers, dtype=np.float64), np.asarray(missing))
-            if pa.types.is_floating(column.type) and column.type.bit_width == 64:
-                source.note(f"{path.name}: column '{name}' is float64, read as float32")
         else:
             cells = ["" if v is None else str(v) for v in column.to_pylist()]
             columns[name] = _text_column(cells)
+    doubles = [n for n, c in zip(table.column_names, table.columns) if pa.types.is_float64(c.type)]
+    if doubles:
+        source.note(f"{path.name}: float64 columns ({', '.join(doubles[:5])}{', ...' if len(doubles) > 5 else ''}) "
+                    "read as float32")
     return columns, lambda i: f"{path.name}, row {i + 1}:"
 
 
