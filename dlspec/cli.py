@@ -1,4 +1,4 @@
-"""The command line: `dlspec validate|build|train|export|verify|generate|schema`.
+"""The command line: `dlspec validate|build|train|generate|data|export|verify|schema`.
 
 This is the only place that prints errors and chooses exit codes:
 0 success, 1 invalid spec or failed check, 2 usage error (bad arguments, missing file),
@@ -20,7 +20,8 @@ COMMANDS = {
     "validate": ("dlspec.commands", "validate", "check specs: schema, names, shapes"),
     "build": ("dlspec.commands", "build", "build the model, print its summary, save weights or emit Python"),
     "train": ("dlspec.train.cli", "", "train the model with the spec's training section"),
-    "generate": ("dlspec.train.generate", "", "sample text from a trained character-level language model"),
+    "generate": ("dlspec.train.generate", "", "sample text from a trained language model (characters or tokens)"),
+    "data": ("dlspec.train.datacli", "", "prepare data: tokenize text into token files"),
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
     "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),

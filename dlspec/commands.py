@@ -19,6 +19,8 @@ def _validate_add(p) -> None:
     p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files")
     _spec_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text", help="json lists errors for editors and CI")
+    p.add_argument("--no-data", action="store_true",
+                   help="skip the data checks (files, columns, fields against the inputs) of a training section")
 
 
 def _validate_run(args) -> int:
@@ -27,6 +29,7 @@ def _validate_run(args) -> int:
     for path in args.specs:
         try:
             spec = load(path, args.overrides)
+            data = _check_data(spec) if spec.training is not None and not args.no_data else None
         except DlspecError as exc:
             if exc.usage and len(args.specs) == 1:
                 raise
@@ -38,17 +41,26 @@ def _validate_run(args) -> int:
         from .backend.summary import node_params
         params = sum(node_params(spec.graph).values())
         results.append({"file": path, "ok": True, "name": spec.name, "nodes": len(spec.graph.nodes), "params": params,
-                        "spec_hash": spec.spec_hash})
+                        "spec_hash": spec.spec_hash, **({"data": data} if data else {})})
         if args.format == "text":
             ins = "; ".join(f"{i.name} [{', '.join(map(str, i.shape))}] {i.dtype}" for i in spec.inputs)
             outs = "; ".join(f"{o.name} [{', '.join(map(str, o.shape))}]" for o in spec.outputs)
-            print(f"ok  {path}: {spec.name}, {len(spec.graph.nodes)} nodes, {params:,} parameters; {ins} -> {outs}")
+            checked = f"; data: {data['train']} train / {data['validation']} validation examples" if data else ""
+            print(f"ok  {path}: {spec.name}, {len(spec.graph.nodes)} nodes, {params:,} parameters; {ins} -> {outs}"
+                  f"{checked}")
     if args.format == "json":
         print(json.dumps({"ok": not failed, "specs": results}, indent=2))
     elif len(args.specs) > 1:
         bad = sum(1 for r in results if not r["ok"])
         print(f"{len(results) - bad} valid, {bad} invalid", file=sys.stderr if bad else sys.stdout)
     return 1 if failed else 0
+
+
+def _check_data(spec) -> dict:
+    """What `dlspec train` checks of the data before it builds the model; the examples it found."""
+    from .train.setup import check_data
+    data = check_data(spec)
+    return {"train": len(data.train), "validation": len(data.val) if data.val is not None else 0}
 
 
 def _build_add(p) -> None:

@@ -25,6 +25,7 @@ REDUCED = {
     "resnet50": ["model.vars.image=32", "model.dims.B={example: 2, min: 2}"],
     "resnet18-finetune": ["model.vars.image=32"],
     "vit-b-16": ["model.vars.image=32", "model.vars.layers=2"],
+    "tokens-gpt": ["model.vars.layers=1"],
     "gpt2-small": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.context=64", "model.dims.T.max=64"],
     "bert-base": ["model.vars.layers=2", "model.vars.vocab=256"],
     "llama2-7b": ["model.vars.layers=2", "model.vars.vocab=256", "model.vars.dim=64", "model.vars.heads=4",

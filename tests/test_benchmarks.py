@@ -43,8 +43,10 @@ def test_the_training_benchmark_gives_every_loop_dlspecs_data_and_augmentation()
     cfg = config.parse(spec.training, spec.locate)
     data = D.prepare(cfg.data, spec, cfg.seed, bench_train.SPEC.parent)
     xt, yt, xv, yv = bench_train.digits(cfg.seed)
-    assert torch.allclose(data.train.fields["image"], xt, atol=1e-6) and torch.equal(data.train.fields["label"], yt)
-    assert torch.allclose(data.val.fields["image"], xv, atol=1e-6) and torch.equal(data.val.fields["label"], yv)
+    train = D.Pipeline(data.train, data.stats, cfg.seed)(0, range(len(data.train)))  # normalised as batches are
+    val = D.Pipeline(data.val, data.stats, cfg.seed)(0, range(len(data.val)))
+    assert torch.allclose(train["image"], xt, atol=1e-6) and torch.equal(train["label"], yt)
+    assert torch.allclose(val["image"], xv, atol=1e-6) and torch.equal(val["label"], yv)
     crop = augment.build(cfg.data.augment, {"image": (1, 8, 8)}, "image", spec.locate)
     ours = augment.apply({"image": xt[:32]}, crop, torch.Generator().manual_seed(5))["image"]
     assert torch.equal(ours, bench_train.random_crop(xt[:32], 1, torch.Generator().manual_seed(5)))

@@ -41,6 +41,8 @@ class DataConfig:
     drop_last: bool
     num_workers: int
     pin_memory: bool
+    persistent_workers: bool
+    prefetch_factor: int | None
     normalize: Mapping[str, Any]
     augment: tuple[Kinded, ...]
 
@@ -176,11 +178,17 @@ def _data(doc: Mapping[str, Any], path: tuple, problem: Report) -> DataConfig:
     if not 0 <= fraction < 1:
         problem(path + ("validation", "fraction"), f"validation fraction {fraction} is out of range", "0 <= fraction < 1")
     batch = doc.get("batch_size", 32)
+    workers = doc.get("num_workers", 0)
+    for key in ("persistent_workers", "prefetch_factor"):
+        if key in doc and not workers:
+            problem(path + (key,), f"`{key}` applies to loader worker processes, and num_workers is 0",
+                    "num_workers: 1 or more", "drop it, or set num_workers")
     return DataConfig(
         dataset=dataset, validation_fraction=fraction, validation_dataset=vdataset, inputs=doc.get("inputs", {}),
         batch_size=batch, eval_batch_size=doc.get("eval_batch_size", max(batch, 256)),
         shuffle=doc.get("shuffle", True), drop_last=doc.get("drop_last", False),
-        num_workers=doc.get("num_workers", 0), pin_memory=doc.get("pin_memory", False),
+        num_workers=workers, pin_memory=doc.get("pin_memory", False),
+        persistent_workers=doc.get("persistent_workers", False), prefetch_factor=doc.get("prefetch_factor"),
         normalize=doc.get("normalize", {}),
         augment=tuple(AUGMENTATIONS.parse(a, path + ("augment", i), problem) for i, a in enumerate(doc.get("augment", ()))),
     )

@@ -4,18 +4,21 @@ Fields are matched to the spec's declared inputs by name, and every input is
 checked for shape, dtype and integer range here, so a wrong file fails with a
 located message instead of a shape error deep in the first forward pass.
 
-Batches are whole index lists, and the table gathers each with one tensor index,
-which is far cheaper than collating single examples: in the training process
-itself (nothing in between, as a hand-written loop does) or, with num_workers,
-in DataLoader workers fed one list per batch. The order of an epoch is a pure
-function of (seed, epoch, rank, world size) through torch's DistributedSampler,
-so a resumed run can start again at any batch of any epoch.
+Batches are whole index lists. A `Pipeline` turns one into tensors: the table
+gathers it with one call (decoding images, cutting token windows), then each
+example's transforms run with a generator seeded by (seed, epoch, example index),
+then normalisation. It runs in the training process itself (nothing in between,
+as a hand-written loop does) or, with num_workers, in DataLoader workers fed one
+(epoch, index list) per batch. The order of an epoch is a pure function of (seed,
+epoch, rank, world size): torch's DistributedSampler, or for token windows drawn
+at random, a generator seeded per batch; so a resumed run can start again at any
+batch of any epoch, with or without workers.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -23,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from dlspec.core.dims import per_example
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.core.expr import ExprError, evaluate
-from dlspec.train import datasets
+from dlspec.train import augment, datasets
 from dlspec.train.config import DataConfig, Locate
-from dlspec.train.tables import Table, TensorTable, TextTable
+from dlspec.train.tables import DataFault, Table
 
 
 @dataclass(frozen=True)
@@ -36,27 +39,50 @@ class Data:
     default_target: str | None
     stats: Mapping[str, Mapping[str, list[float]]]  # normalisation statistics, for the run record
     vocab: tuple[str, ...] | None  # character-level text only
+    notes: tuple[str, ...] = ()  # what loading changed (float64 read as float32), said at the start
+    recipe: Mapping[str, Any] | None = None  # how raw inputs become fields (datasets.DataKind.recipe), for the run
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        """Field -> class names, where labels were read as names (an image folder's folders, a CSV's strings)."""
+        return {k: list(v) for k, v in (self.train.classes or {}).items()}
 
 
 def prepare(cfg: DataConfig, spec: Any, seed: int, base: Path) -> Data:
-    """Load, split, normalise and check the data against the spec's inputs; relative paths start at `base`."""
-    table = datasets.load(cfg.dataset, datasets.Source(base, seed, spec.locate))
+    """Load, split and check the data against the spec's inputs; relative paths start at `base`."""
+    notes: list[str] = []
+    source = datasets.Source(base, seed, spec.locate, example_shape=_first_input_shape(spec), notes=notes)
+    table = datasets.load(cfg.dataset, source)
     if cfg.validation_dataset is not None:
-        train, val = table, datasets.load(cfg.validation_dataset,
-                                          datasets.Source(base, seed, spec.locate, getattr(table, "vocab", None)))
-        if isinstance(val, TextTable):
-            val = replace(val, stride=val.block)  # windows side by side: every character scored once
+        train = table
+        val = datasets.load(cfg.validation_dataset, replace(source, vocab=getattr(table, "vocab", None),
+                                                            classes=table.classes)).for_validation()
     elif cfg.validation_fraction > 0:
         train, val = table.split(cfg.validation_fraction, seed)
+        if len(val) == 0 or len(train) == 0:
+            raise DlspecError.single(f"a validation fraction of {cfg.validation_fraction} of {len(table)} examples "
+                                     f"leaves {len(train)} to train on and {len(val)} to validate on",
+                                     spec.locate(("training", "data", "validation", "fraction")),
+                                     expected="a fraction that leaves examples on both sides",
+                                     hint="token windows need block + 1 tokens on each side")
     else:
         train, val = table, None
     stats = _statistics(cfg.normalize, train, spec.locate)
-    normalise = _normaliser(stats)
-    train, val = train.map_fields(normalise), val.map_fields(normalise) if val is not None else None
     input_fields = _match_inputs(cfg, spec, train)
-    if val is not None and cfg.validation_dataset is not None:
+    if val is not None:  # a held-out part may hold what the training part does not (a larger token id)
         _check_validation(spec, train, val, input_fields)
-    return Data(train, val, input_fields, train.target_field, stats, getattr(train, "vocab", None))
+    recipe = datasets.recipe(cfg.dataset, train)
+    return Data(train, val, input_fields, train.target_field, stats, getattr(train, "vocab", None), tuple(notes), recipe)
+
+
+def _first_input_shape(spec: Any) -> tuple[int | None, ...] | None:
+    """The first model input's shape per example at the spec's example sizes (None where a dim is unknown):
+    an image folder resizes to it unless told otherwise."""
+    if not spec.inputs:
+        return None
+    dims = spec.dims
+    return tuple(d if isinstance(d, int) else dims[d].example if d in dims else None
+                 for d in per_example(spec.inputs[0].shape))
 
 
 # ---- matching fields to the model's declared inputs ------------------------------------------------------------
@@ -125,7 +151,8 @@ def check_field(spec: Any, table: Table, field: str, tensor: Any, where: tuple) 
                                 f"examples of shape {list(declared)} (the first dim is the batch)",
                                 "fix the declared shape, or pick another field in training.data.inputs"))
     want = getattr(torch, tensor.dtype)
-    if want.is_floating_point != dtype.is_floating_point or (want == torch.bool) != (dtype == torch.bool):
+    if (want.is_floating_point != dtype.is_floating_point or (want == torch.bool) != (dtype == torch.bool)
+            or (want.is_floating_point and want != dtype)):  # float64 data into a float32 model fails in its first op
         problems.append(Problem(f"data field '{field}' has dtype {str(dtype).removeprefix('torch.')}, but input "
                                 f"'{tensor.name}' is declared {tensor.dtype}", loc, format_path(where),
                                 f"{tensor.dtype} data", "convert the data, or set training.data.dataset.dtypes"))
@@ -164,18 +191,23 @@ def _shape_fits(declared: tuple, actual: tuple, dims: Mapping[str, Any]) -> bool
 # ---- normalisation ---------------------------------------------------------------------------------------------
 
 def _statistics(normalize: Mapping[str, Any], train: Table, locate: Locate) -> dict[str, dict[str, list[float]]]:
-    """Mean and std per field (per channel for images), from the training split only."""
+    """Mean and std per field (per channel for images), from the training split only (an image folder: from
+    up to a thousand of its images, spread evenly)."""
     stats: dict[str, dict[str, list[float]]] = {}
+    floats = [n for n in train.names if train.dtype(n).is_floating_point]
     for field, how in normalize.items():
         where = ("training", "data", "normalize", field)
-        values = train.fields.get(field) if isinstance(train, TensorTable) else None
-        if values is None or not values.is_floating_point():
+        if field not in floats:
             raise DlspecError.single(f"cannot normalise '{field}': not a floating-point field of the data set",
-                                     locate(where), expected="one of " + ", ".join(
-                                         k for k, v in (train.fields.items()) if v.is_floating_point()))
+                                     locate(where), expected="one of " + ", ".join(floats) if floats else
+                                     "a floating-point field (this data set has none)")
         if isinstance(how, dict):
             stats[field] = {"mean": _as_list(how["mean"]), "std": _as_list(how["std"])}
             continue
+        try:
+            values = train.sample(field)
+        except DataFault as exc:
+            raise DlspecError.single(str(exc), locate(where), hint="fix or remove the file") from None
         dims = [0] + list(range(2, values.ndim)) if values.ndim >= 3 else [0]  # per channel, else per feature
         if how == "standard":
             mean, std = values.mean(dim=dims), values.std(dim=dims)
@@ -191,51 +223,91 @@ def _as_list(value: Any) -> list[float]:
     return [float(v) for v in value] if isinstance(value, list) else [float(value)]
 
 
-def _normaliser(stats: Mapping[str, Mapping[str, list[float]]]):
-    def normalise(name: str, values: torch.Tensor) -> torch.Tensor:
-        if name not in stats:
-            return values
-        mean, std = (torch.tensor(stats[name][k], dtype=values.dtype) for k in ("mean", "std"))
-        shape = [1, -1] + [1] * (values.ndim - 2) if len(mean) > 1 else [1]  # broadcast over channels
-        return (values - mean.reshape(shape)) / std.reshape(shape)
-    return normalise
+def _broadcast(values: list[float], example_ndim: int) -> torch.Tensor:
+    """Statistics shaped to broadcast over a batch: per channel (dim 1) when there are several."""
+    t = torch.tensor(values, dtype=torch.float32)
+    return t.reshape([1, -1] + [1] * (example_ndim - 1)) if len(values) > 1 else t
+
+
+# ---- the pipeline: indices -> tensors ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A batch of one split: gathered, each example transformed (training only), normalised. Picklable, so
+    a spawned loader worker can run it too."""
+    table: Table
+    stats: Mapping[str, Mapping[str, list[float]]]
+    seed: int
+    before: tuple[augment.Augmentation, ...] = ()  # example transforms before normalisation
+    after: tuple[augment.Augmentation, ...] = ()  # and after it
+
+    def __call__(self, epoch: int, index: Sequence[int]) -> dict[str, torch.Tensor]:
+        positions = torch.as_tensor(index, dtype=torch.int64)
+        batch = self.table.gather(positions)
+        if self.before:
+            self._transform(batch, self.before, epoch, positions)
+        for name, stat in self.stats.items():
+            values = batch[name]
+            ndim = values.ndim - 1
+            batch[name] = (values - _broadcast(stat["mean"], ndim).to(values.dtype)) / _broadcast(
+                stat["std"], ndim).to(values.dtype)
+        if self.after:
+            self._transform(batch, self.after, epoch, positions)
+        return batch
+
+    def _transform(self, batch: dict, transforms: tuple, epoch: int, positions: torch.Tensor) -> None:
+        for field in dict.fromkeys(t.field for t in transforms):
+            examples = list(batch[field].unbind(0))
+            for i, position in enumerate(positions.tolist()):
+                generator = torch.Generator().manual_seed(stream_seed(self.seed, epoch, position, 0, EXAMPLE))
+                for t in transforms:
+                    if t.field == field:
+                        examples[i] = t.apply(examples[i], generator)
+            batch[field] = torch.stack(examples) if examples else batch[field]
+
+
+# what a seed is for: the batch stage of augmentation, a batch of windows drawn at random, one example's transforms
+BATCH, DRAW, EXAMPLE = 0, 1, 2
+
+
+def stream_seed(seed: int, epoch: int, position: int, rank: int, purpose: int = BATCH) -> int:
+    """A seed for one batch (or example) of one epoch: a pure function of where it is, not of what ran before."""
+    return ((((seed * 1_000_003 + epoch) * 1_000_003 + position) * 1_009 + rank) + purpose * 0x9E3779B97F4A7C15) % 2**63
 
 
 # ---- batching ---------------------------------------------------------------------------------------------------
 
-class _Batches(Dataset):
-    """A dataset indexed by a whole batch of indices."""
+class Drawn(Sequence):
+    """An epoch of batches drawn at random positions, with replacement (nanoGPT's random windows): batch i is
+    a pure function of (seed, epoch, i, rank), computed when it is asked for, so an epoch of millions of
+    windows costs no memory and a resume can start at any batch."""
 
-    def __init__(self, table: Table):
-        self.table = table
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, index: list[int]) -> dict[str, torch.Tensor]:
-        return self.table.gather(torch.as_tensor(index, dtype=torch.int64))
-
-
-class _Fixed(Sampler):
-    """Yields precomputed batches (lists of indices)."""
-
-    def __init__(self, batches: list[list[int]]):
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
+    def __init__(self, positions: int, draws: int, batch_size: int, per_rank: int, seed: int, epoch: int, rank: int):
+        self.positions, self.per_rank, self.seed, self.epoch, self.rank = positions, per_rank, seed, epoch, rank
+        self.count = -(-draws // batch_size)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return self.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, i % self.count, self.rank, DRAW))
+        return torch.randint(self.positions, (self.per_rank,), generator=generator).tolist()
 
 
-def train_batches(n: int, cfg: DataConfig, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
-    """This rank's batches of one epoch: DistributedSampler's order (set_epoch), cut into per-rank batches."""
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=cfg.shuffle, seed=seed,
+def train_batches(table: Table, cfg: DataConfig, seed: int, epoch: int, rank: int, world: int) -> Sequence[list[int]]:
+    """This rank's batches of one epoch: DistributedSampler's order (set_epoch), cut into per-rank batches; or,
+    for a table drawn at random, a fresh draw per batch."""
+    per_rank = cfg.batch_size // world
+    if table.draws is not None:
+        return Drawn(len(table), table.draws, cfg.batch_size, per_rank, seed, epoch, rank)
+    sampler = DistributedSampler(range(len(table)), num_replicas=world, rank=rank, shuffle=cfg.shuffle, seed=seed,
                                  drop_last=False)
     sampler.set_epoch(epoch)
     order = list(sampler)
-    per_rank = cfg.batch_size // world
     batches = [order[i:i + per_rank] for i in range(0, len(order), per_rank)]
     if cfg.drop_last and batches and len(batches[-1]) < per_rank:
         batches.pop()
@@ -252,14 +324,62 @@ def eval_batches(n: int, batch_size: int, rank: int, world: int) -> tuple[list[l
     return [[p % n for p in c] for c in chunks], [[p < n for p in c] for c in chunks]
 
 
-def loader(table: Table, batches: list[list[int]], cfg: DataConfig, seed: int) -> Iterable[dict[str, torch.Tensor]]:
-    """The batches, gathered: in this process (a plain loop, nothing in between) or by DataLoader workers."""
-    if cfg.num_workers == 0 and not cfg.pin_memory:
-        return (table.gather(torch.as_tensor(index, dtype=torch.int64)) for index in batches)
-    # An explicit generator keeps DataLoader from drawing its worker seed from the global RNG, which would
-    # shift dropout masks and make a resumed run differ from an uninterrupted one.
-    return DataLoader(_Batches(table), sampler=_Fixed(batches), batch_size=None, num_workers=cfg.num_workers,
-                      pin_memory=cfg.pin_memory, generator=torch.Generator().manual_seed(seed))
+class _Batches(Dataset):
+    """A dataset indexed by (epoch, a whole batch of indices)."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def __len__(self) -> int:
+        return len(self.pipeline.table)
+
+    def __getitem__(self, item: tuple[int, list[int]]) -> dict[str, torch.Tensor]:
+        return self.pipeline(*item)
+
+
+class _Epoch(Sampler):
+    """Yields (epoch, batch) for the batches of the epoch it was last set to, from a start batch on."""
+
+    def __init__(self):
+        self.batches: Sequence[list[int]] = []
+        self.epoch = self.start = 0
+
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
+        return ((self.epoch, self.batches[i]) for i in range(self.start, len(self.batches)))
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+
+class Loader:
+    """One split's batches for the whole run: gathered in this process (a plain loop, nothing in between), or
+    by DataLoader workers; `persistent_workers` keeps them from one epoch (and evaluation) to the next."""
+
+    def __init__(self, pipeline: Pipeline, cfg: DataConfig):
+        self.pipeline, self.cfg = pipeline, cfg
+        self.sampler = _Epoch()
+        self.loader: DataLoader | None = None
+        if cfg.num_workers or cfg.pin_memory:
+            extra = {"persistent_workers": cfg.persistent_workers, "prefetch_factor": cfg.prefetch_factor} \
+                if cfg.num_workers else {}
+            # An explicit generator keeps DataLoader from drawing its worker seed from the global RNG, which would
+            # shift dropout masks and make a resumed run differ from an uninterrupted one.
+            self.loader = DataLoader(_Batches(pipeline), sampler=self.sampler, batch_size=None,
+                                     num_workers=cfg.num_workers, pin_memory=cfg.pin_memory,
+                                     generator=torch.Generator().manual_seed(pipeline.seed), **extra)
+
+    def __call__(self, batches: Sequence[list[int]], epoch: int, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches of `epoch` from `start` on."""
+        try:
+            if self.loader is None:
+                for i in range(start, len(batches)):
+                    yield self.pipeline(epoch, batches[i])
+            else:
+                self.sampler.batches, self.sampler.epoch, self.sampler.start = batches, epoch, start
+                yield from self.loader
+        except DataFault as exc:  # from a worker it comes back with the worker's traceback in its text
+            message = str(exc).strip().splitlines()[-1].removeprefix(f"{DataFault.__name__}: ")
+            raise DlspecError.single(message, hint="fix or remove the file, then resume the run (--resume)") from None
 
 
 def example_sizes(spec: Any, table: Table, input_fields: tuple[str, ...]) -> dict[str, int]:

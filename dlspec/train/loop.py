@@ -72,10 +72,16 @@ def train(spec: Any, out: Path | None = None, *, resume: Path | None = None, for
     devices.make_deterministic(cfg.deterministic)
     device = devices.pick(cfg.device, int(os.environ.get("LOCAL_RANK", "0")), spec.locate)
     world = distributed.init(cfg.strategy, cfg.backend, cfg.timeout_s, device.type, spec.locate)
+    setup = trainer = None
     try:
         setup = prepare(spec, cfg, world, device, base_dir or Path(spec.path).parent, resume, out, force)
-        return Trainer(setup, progress_mode or cfg.progress).fit()
-    except Exception as exc:  # a DlspecError, or a collective that failed because another process died or stalled
+        trainer = Trainer(setup, progress_mode or cfg.progress)
+        return trainer.fit()
+    except BaseException as exc:  # a DlspecError, or a collective that failed because another process died or stalled
+        if setup is not None and setup.saved is None and world.main and (trainer is None or trainer.state.step == 0):
+            setup.run.discard()  # a new run that failed before its first step: nothing in it to keep
+        if not isinstance(exc, Exception):
+            raise
         explained = distributed.failure(exc, world, cfg.timeout_s)
         if explained is exc:
             raise
@@ -102,6 +108,10 @@ class Trainer:
         self.evaluated_at, self.stop_reason, self.val, self.train_loss = -1, None, {}, float("nan")
         self.window = self._new_window()
         self.guarded = list(s.model.buffers()) if self.cfg.nan_guard == "skip" else []  # undone on a skipped step
+        examples = (augment.per_example(s.augmentations, normalized=False), augment.per_example(s.augmentations, True))
+        self.loader = D.Loader(D.Pipeline(s.data.train, s.data.stats, self.cfg.seed, *examples), self.cfg.data)
+        self.val_loader = (D.Loader(D.Pipeline(s.data.val, s.data.stats, self.cfg.seed), self.cfg.data)
+                           if s.data.val is not None else None)
         self.buffers: list[torch.Tensor] = []
         self.group_loss: torch.Tensor | None = None  # the mean loss of the accumulation group so far
 
@@ -120,9 +130,8 @@ class Trainer:
     def _epoch(self) -> None:
         st, cfg = self.state, self.cfg
         self._thaw()
-        batches = D.train_batches(len(self.s.data.train), cfg.data, cfg.seed, st.epoch, self.world.rank, self.world.size)
-        for micro, batch in enumerate(D.loader(self.s.data.train, batches[st.batch:], cfg.data, cfg.seed + st.epoch),
-                                      start=st.batch):
+        batches = D.train_batches(self.s.data.train, cfg.data, cfg.seed, st.epoch, self.world.rank, self.world.size)
+        for micro, batch in enumerate(self.loader(batches, st.epoch, st.batch), start=st.batch):
             group = micro - micro % cfg.accumulate  # the accumulation group's first micro-batch, and its size
             size = min(group + cfg.accumulate, len(batches)) - group
             self._micro(batch, micro, first=micro == group, last=micro + 1 == group + size, group_size=size)
@@ -139,7 +148,7 @@ class Trainer:
         if self.guarded and first:
             self.buffers = [b.detach().clone() for b in self.guarded]
         if s.augmentations:
-            generator = torch.Generator().manual_seed(_stream(self.cfg.seed, self.state.epoch, micro, self.world.rank))
+            generator = torch.Generator().manual_seed(D.stream_seed(self.cfg.seed, self.state.epoch, micro, self.world.rank))
             batch = augment.apply(batch, s.augmentations, generator)
         with distributed.gradient_sync(s.net, self.world, sync=last):
             with devices.autocast(self.device, self.cfg.precision):
@@ -280,7 +289,7 @@ class Trainer:
         """Evaluate, log, feed the plateau schedule, keep best.pt, and count towards early stopping."""
         self._read()  # never evaluate (or save best.pt) past a step the guard stopped at
         st, cfg = self.state, self.cfg
-        values = evaluate(self.s, self.device, self.world)
+        values = evaluate(self.s, self.val_loader, self.device, self.world)
         self.val, self.evaluated_at = values, st.step
         self.reporter.event({"event": "eval", "step": st.step, "epoch": st.epoch + (st.batch > 0), **values})
         self.reporter.say(f"eval step {st.step}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
@@ -368,6 +377,7 @@ class Trainer:
                              "train_examples": len(s.data.train), "val_examples": n_val,
                              "total_steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch,
                              **({"model_changes": s.model_changes} if s.model_changes else {}),
+                             **({"notes": list(s.data.notes)} if s.data.notes else {}),
                              **({"changes": s.changes, "schedule": s.schedule_note} if s.changes else {})})
         processes = f" x {w.size} processes ({w.strategy})" if w.size > 1 else ""
         threads = f"{s.threads[0]} thread{'s' * (s.threads[0] != 1)} ({s.threads[1]})"
@@ -376,19 +386,21 @@ class Trainer:
                           f"examples, {s.total_steps} step{'s' * (s.total_steps != 1)} -> {self.run.path}")
         for change in s.changes or ():
             self.reporter.say(f"  {change['key']}: {change['from']!r} -> {change['to']!r} from step {st.step}")
+        for note in s.data.notes:
+            self.reporter.say(f"  note: {note}")
         if s.init_report is not None:
             self.reporter.event({"event": "init_from", **s.init_report.to_json()})
             self.reporter.say(f"init_from: {s.init_report.summary()}")
 
 
-def evaluate(s: Setup, device: torch.device, world: distributed.World) -> dict[str, float]:
+def evaluate(s: Setup, loader: D.Loader, device: torch.device, world: distributed.World) -> dict[str, float]:
     """Validation metrics over every example once, summed across ranks."""
     s.net.eval()
     meter = metrics.Meter(s.cfg.metrics, s.eval_term, device)
     batches, masks = D.eval_batches(len(s.data.val), s.cfg.data.eval_batch_size, world.rank, world.size)
     with torch.no_grad():
-        for batch, mask in zip(D.loader(s.data.val, batches, s.cfg.data, s.cfg.seed), masks):
-            batch = {k: v.to(device) for k, v in batch.items()}
+        for batch, mask in zip(loader(batches, 0), masks):
+            batch = {k: v.to(device, non_blocking=s.cfg.data.pin_memory) for k, v in batch.items()}
             with devices.autocast(device, s.cfg.precision):
                 outputs = _as_tuple(s.net(*[batch[f] for f in s.data.input_fields]))
             outputs = tuple(o.float() if o.is_floating_point() else o for o in outputs)  # metrics in fp32
@@ -426,11 +438,6 @@ def _skip_on(optimizer: torch.optim.Optimizer, bad: torch.Tensor, host: bool) ->
 
 def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
-def _stream(seed: int, epoch: int, batch: int, rank: int) -> int:
-    """A seed for one batch's augmentation: a pure function of where the batch is, not of what ran before."""
-    return (((seed * 1_000_003 + epoch) * 1_000_003 + batch) * 1_009 + rank) % 2**63
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:

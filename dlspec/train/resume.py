@@ -14,7 +14,7 @@ What takes effect, and how:
 - how the run is checked, logged, evaluated, checkpointed and computed: `grad_clip`, `nan_guard`,
   `logging`, `checkpoint.every_steps` and `keep`, `evaluation.every_steps`, early stopping's `patience`
   and `min_delta`, `threads`, `device`, `precision`, `compile`, `deterministic`, `distributed`, and the
-  loader's `num_workers`, `pin_memory` and `eval_batch_size`;
+  loader's `num_workers`, `persistent_workers`, `prefetch_factor`, `pin_memory` and `eval_batch_size`;
 - anything outside `training:` and `model:` (`export:`, `weights:`, `name`, `description`).
 Everything else (the data, its order and splits, the loss, the optimizer's kind and other options, the
 schedule, the metrics, init_from, freeze) defines what the steps already taken meant, so it is refused.
@@ -37,6 +37,7 @@ TAKES_EFFECT = (
     "training.threads", "training.device", "training.precision", "training.compile", "training.compile.*",
     "training.deterministic", "training.distributed", "training.distributed.*",
     "training.data.num_workers", "training.data.pin_memory", "training.data.eval_batch_size",
+    "training.data.persistent_workers", "training.data.prefetch_factor",
 )
 
 

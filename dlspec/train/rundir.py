@@ -9,7 +9,10 @@ RUN/checkpoints/     last.pt (the latest), best.pt (the best by best_metric), st
 RUN/weights.pt       the final weights
 RUN/summary.json     the final summary
 RUN/vocab.json       character-level text data: the alphabet and block size
+RUN/tokenizer.json   token data made with a BPE: its tokenizer (run.json's `tokenizer` says which, and the block)
 RUN/tensorboard/     TensorBoard event files, with logging.tensorboard
+
+What inference needs to turn raw inputs into model inputs is in run.json, read with `RunDir.preprocessing()`.
 
 Which weights "a run" means, wherever a run directory is accepted in place of a file: its best checkpoint
 when it kept one (it had validation), else its final weights, else its last checkpoint (a run still going).
@@ -30,9 +33,14 @@ from dlspec.train import checkpoint
 WEIGHTS_ORDER = ("best", "final", "last")
 
 
+# the files and folders a run writes: what `discard` may remove
+_RUN_FILES = ("spec.yaml", "run.json", "metrics.jsonl", "summary.json", "weights.pt", "vocab.json", "tokenizer.json")
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    created: bool = False  # made by this run (not an empty --out the user made)
 
     @property
     def checkpoints(self) -> Path:
@@ -115,6 +123,55 @@ class RunDir:
                                      f"{shorten(repr(block), 40)}", expected="chars: a non-empty string, block: an int >= 1")
         return chars, block
 
+    def write_tokenizer(self, record: dict, block: int) -> None:
+        """A token data set's tokenizer: its kind and size in run.json, a BPE's definition in tokenizer.json."""
+        if record.get("text"):
+            atomic_write_text(self.path / "tokenizer.json", record["text"])
+        run = self.record()
+        run["tokenizer"] = {"kind": record["kind"], "vocab_size": record["vocab_size"], "block": block}
+        self.write_record(run)
+
+    def codec(self):
+        """The tokenizer of a language-model run and its context length: the alphabet of a character-level
+        run (vocab.json), or the tokenizer of a token data set (run.json and tokenizer.json)."""
+        from dlspec.train import tokenizer
+        if (self.path / "vocab.json").is_file():
+            chars, block = self.vocab()
+            return tokenizer.chars(chars), block
+        record = self.record().get("tokenizer")
+        if not isinstance(record, dict) or record.get("kind") not in ("bytes", "bpe") or not _count(record.get("block")):
+            raise DlspecError.single(f"{self.path} has no tokenizer: it is not a run of a language model whose data "
+                                     "says how its ids were made", usage=True,
+                                     hint="train on `kind: text`, or on `kind: tokens` files made by `dlspec data "
+                                          "tokenize` (or given `tokenizer:`)")
+        if record["kind"] == "bytes":
+            return tokenizer.byte_level(), record["block"]
+        return tokenizer.load_file(self.path / "tokenizer.json", usage=True), record["block"]
+
+    def preprocessing(self) -> dict:
+        """What turns raw inputs into this run's model inputs, as plain data from run.json:
+        `inputs` (model input -> data field), `data` (the data kind and how it reads raw inputs: an image
+        folder's `decode` arguments of dlspec.train.images.decode, a table's `columns` and `fill`, a token
+        set's `tokenizer` and `block`), `normalize` (field -> per-channel or per-feature `mean` and `std`,
+        applied as (x - mean) / std after decoding) and `classes` (label field -> class names by index)."""
+        record = self.record()
+        return {key: record.get(key) or {} for key in ("inputs", "data", "normalize", "classes")}
+
+    def checkpointed(self) -> bool:
+        """Whether the run wrote any weights or checkpoint (a run without one cannot be resumed)."""
+        return self.weights.is_file() or (self.checkpoints.is_dir() and any(self.checkpoints.glob("*.pt")))
+
+    def discard(self) -> None:
+        """Remove a run that failed before its first checkpoint: the files it wrote, and the folder if it made it."""
+        import shutil
+        for name in _RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for folder in (self.tensorboard, self.checkpoints):
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     def prune_steps(self, keep: int | None) -> None:
         """Keep the newest `keep` step-N.pt files (all when None)."""
         if keep is not None:
@@ -156,18 +213,29 @@ def spec_of(path: Path) -> tuple[Path, Path | None]:
 def new(out: Path | None, name: str) -> RunDir:
     """A fresh directory: --out if given (it must be empty), else runs/NAME, runs/NAME-2, ..."""
     if out is not None:
-        if out.exists() and any(out.iterdir()):
-            raise DlspecError.single(f"{out} already holds files; a new run will not write over them", usage=True,
-                                     hint=f"continue that run with `--resume {out}`, or choose another --out")
+        existed = out.exists()
+        if existed and any(out.iterdir()):
+            if not _unstarted(out):
+                raise DlspecError.single(f"{out} already holds files; a new run will not write over them", usage=True,
+                                         hint=f"continue that run with `--resume {out}`, or choose another --out")
+            RunDir(out).discard()  # a run killed before its first checkpoint: nothing to resume, nothing lost
         out.mkdir(parents=True, exist_ok=True)
-        return RunDir(out)
+        return RunDir(out, created=not existed)
     base = Path("runs") / name
     path, n = base, 1
     while path.exists():
         n += 1
         path = base.with_name(f"{name}-{n}")
     path.mkdir(parents=True)
-    return RunDir(path)
+    return RunDir(path, created=True)
+
+
+def _unstarted(path: Path) -> bool:
+    """A run directory holding only what a run writes before its first checkpoint."""
+    run = RunDir(path)
+    names = {p.name for p in path.iterdir()}
+    return (run.spec.is_file() and names <= set(_RUN_FILES) | {"tensorboard", "checkpoints"}
+            and not run.checkpointed())
 
 
 def existing(path: Path) -> RunDir:

@@ -169,8 +169,13 @@ def _data() -> dict[str, Any]:
         "eval_batch_size": _int("Examples per validation batch (default: the larger of batch_size and 256).", 1),
         "shuffle": _bool("Shuffle the training set every epoch (default true)."),
         "drop_last": _bool("Drop the last incomplete training batch (default false)."),
-        "num_workers": _int("DataLoader worker processes (default 0)."),
-        "pin_memory": _bool("Pin batches in page-locked memory for faster host-to-GPU copies."),
+        "num_workers": _int("DataLoader worker processes that gather, decode and transform batches (default 0: "
+                            "in the training process)."),
+        "persistent_workers": _bool("Keep the workers from one epoch (and evaluation) to the next instead of "
+                                    "starting them again (default false)."),
+        "prefetch_factor": _int("Batches each worker prepares ahead (default 2).", 1),
+        "pin_memory": _bool("Pin batches in page-locked memory, copied to the GPU with non_blocking (default "
+                            "false)."),
         "normalize": {"type": "object", "additionalProperties": NORMALIZE,
                       "description": "Field -> normalisation applied to every split."},
         "augment": {"type": "array", "items": augment, "description": "Augmentations of training batches, in order."},

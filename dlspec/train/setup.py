@@ -79,18 +79,24 @@ class Setup:
                 "spec_document": self.spec.document, "versions": checkpoint.versions(), "processes": self.world.size}
 
     def write_record(self) -> None:
-        """Rank 0: the spec (with what resumes changed, from which step), run.json and the vocabulary; a
-        resume first cuts metrics.jsonl back to its checkpoint."""
+        """Rank 0: the spec (with what resumes changed, from which step), run.json, and the vocabulary or
+        tokenizer; a resume first cuts metrics.jsonl back to its checkpoint."""
         record = self.run.record()
         history = record.get("changes", []) + [{**c, "step": self.saved["step"]} for c in self.changes or ()]
         if self.saved is not None:
             rundir.cut_metrics(self.run, self.saved["metrics_bytes"])
         self.run.write_spec(self.spec.document, history)
+        data = self.data
+        # what inference must apply: how raw inputs become fields, their normalisation, the names of the classes
         self.run.write_record({"spec": str(Path(self.spec.path).resolve()), "base_dir": str(self.base_dir.resolve()),
                                "processes": self.world.size, "strategy": self.world.strategy,
-                               "normalize": self.data.stats, "changes": history})  # what inference must apply
-        if self.data.vocab is not None:
-            self.run.write_vocab(self.data.vocab, self.data.train.block)
+                               "inputs": dict(zip((t.name for t in self.spec.inputs), data.input_fields)),
+                               "data": data.recipe, "normalize": data.stats, "classes": data.classes,
+                               "changes": history})
+        if data.vocab is not None:
+            self.run.write_vocab(data.vocab, data.train.block)
+        if getattr(data.train, "tokenizer", None):
+            self.run.write_tokenizer(data.train.tokenizer, data.train.block)
 
 
 def prepare(spec: Any, cfg: config.TrainConfig, world: distributed.World, device: torch.device, base_dir: Path,
@@ -106,7 +112,7 @@ def prepare(spec: Any, cfg: config.TrainConfig, world: distributed.World, device
         run = rundir.existing(resume_from)
         saved = rundir.load_last(run)
         model_changes = rundir.check_same_model(saved, spec, force)
-    batches_per_epoch = len(D.train_batches(len(data.train), cfg.data, cfg.seed, 0, world.rank, world.size))
+    batches_per_epoch = len(D.train_batches(data.train, cfg.data, cfg.seed, 0, world.rank, world.size))
     if batches_per_epoch == 0:
         raise DlspecError.single(f"the training split has {len(data.train)} examples, fewer than one batch of "
                                  f"{cfg.data.batch_size} with drop_last", locate(("training", "data", "batch_size")))
@@ -127,14 +133,23 @@ def prepare(spec: Any, cfg: config.TrainConfig, world: distributed.World, device
     return setup
 
 
+def check_data(spec, base_dir: Path | None = None) -> D.Data:
+    """Everything `dlspec train` checks of the data before it builds the model (files, columns, fields against
+    the declared inputs and outputs, augmentations, metrics); `dlspec validate` runs it. Raises DlspecError."""
+    cfg = config.parse(spec.training, spec.locate)
+    return _data(spec, cfg, base_dir or Path(spec.path).parent)[0]
+
+
 def _data(spec, cfg: config.TrainConfig, base_dir: Path):
     """The data, loaded and checked against the spec's inputs and outputs before anything is built."""
     data = D.prepare(cfg.data, spec, cfg.seed, base_dir)
     fields = {n: data.train.example_shape(n) for n in data.train.names}
-    augmentations = augment.build(cfg.data.augment, fields, data.input_fields[0], spec.locate)
     terms = losses.build(cfg.losses, spec, data.train, data.default_target)
     if data.val is not None:
         losses.build(cfg.losses, spec, data.val, data.default_target, split="validation")  # its labels fit too
+    first = terms[0]
+    labels = (first.target, losses.classes(spec.outputs[first.output])) if first.classes else None
+    augmentations = augment.build(cfg.data.augment, fields, data.input_fields[0], spec.locate, labels)
     eval_term = _eval_term(cfg, terms, data, spec)
     metrics.check(cfg.metrics, eval_term, losses.classes(spec.outputs[eval_term.output]), spec.locate)
     return data, terms, eval_term, augmentations
