@@ -73,7 +73,7 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
         raise DlspecError.single(f"cannot tell the format of {path.name}",
                                  expected="a .onnx, .pt2 or TorchScript (.pt) file", usage=True)
     spec = _load(spec, overrides)
-    record = _record(fmt, path)
+    record = read_record(fmt, path)
     if record.get("spec_hash") != spec.spec_hash:
         raise DlspecError.single(
             f"{path.name} was exported from another model (spec hash {str(record.get('spec_hash'))[:12]}, "
@@ -125,7 +125,7 @@ def _variant(record: dict, path: Path) -> tuple[cfg.Variant, ...]:
     return (cfg.Variant(kind, cfg.Agreement(**VARIANTS[kind][1])),)
 
 
-def _record(fmt, path: Path) -> dict:
+def read_record(fmt, path: Path) -> dict:
     """The provenance record of a file dlspec exported, read without loading the model."""
     try:
         record = fmt.read_record(path)

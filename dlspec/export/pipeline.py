@@ -71,8 +71,9 @@ def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, we
         atomic_write_text(out_dir / P.PREPROCESS_FILE, json.dumps(P.preprocess_json(prep, spec), indent=2) + "\n")
     else:  # an earlier external export's numbers, which these files do not take
         (out_dir / P.PREPROCESS_FILE).unlink(missing_ok=True)
-    smallest = {name: min(sizes) for name, sizes in record["export"]["sizes"].items()}  # the script's example: batch 1
-    atomic_write_text(out_dir / CARD_FILE, card.render(result, record, prep, {**spec.example_sizes(), **smallest}))
+    if candidates:  # else the card of an earlier export stays, beside the files it describes
+        smallest = {name: min(sizes) for name, sizes in record["export"]["sizes"].items()}  # the script's example: batch 1
+        atomic_write_text(out_dir / CARD_FILE, card.render(result, record, prep, {**spec.example_sizes(), **smallest}))
     return ExportResult(tuple(c.file for c in candidates), parity_file, result,
                         tuple(problems) + tuple(report.problems(result)))
 
