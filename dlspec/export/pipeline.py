@@ -64,7 +64,7 @@ def export(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, we
     raw, reference = P.raw_spec(spec, prep), P.wrap(model.eval(), spec, prep)
     result = parity.check(raw, reference, candidates, config, cases, weights, run.validation)
     result = replace(result, notes=run.notes, preprocessing=_described(spec, prep),
-                     latency=_latency(candidates, raw, spec, prep, run) if config.variants else {})
+                     latency=_latency(result, raw, spec, prep, run) if config.variants else {})
     parity_file = out_dir / PARITY_FILE
     report.write_json(result, parity_file)
     if prep is not None and not prep.embedded:
@@ -93,10 +93,10 @@ def _described(spec, prep: P.Preprocessing | None) -> tuple[str, ...]:
     return tuple(lines + [s.describe(t.dtype) for s, t in zip(prep.steps, spec.inputs) if not s.identity])
 
 
-def _latency(candidates: list[parity.Candidate], spec, bare_spec, prep: P.Preprocessing | None, run: RunData) -> dict:
-    """ONNX Runtime latency of the fp32 .onnx file and its variants, at batch 1 and at training's evaluation
-    batch size, on real examples where there are some."""
-    files = [c.file for c in candidates if c.format == "onnx"]
+def _latency(checked: parity.ParityReport, spec, bare_spec, prep: P.Preprocessing | None, run: RunData) -> dict:
+    """ONNX Runtime latency of the fp32 .onnx file and its variants (those that ran in the parity check), at
+    batch 1 and at training's evaluation batch size (64 at most), on real examples where there are some."""
+    files = [a.file for a in checked.artifacts if a.format == "onnx" and a.error is None]
     if not files:
         return {}
     if run.validation is not None:

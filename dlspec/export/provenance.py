@@ -87,8 +87,10 @@ def dumps(record: dict[str, Any]) -> str:
 
 
 def _dump(value: Any) -> str:
-    # default=str: YAML timestamps and similar scalars are kept as the text the author wrote.
-    return json.dumps(value, sort_keys=True, default=str)
+    # default=str: YAML timestamps and similar scalars are kept as the text the author wrote. Keys stay in their
+    # order (deterministic: the spec's, or the code's): the order of a spec's `init` patterns is part of the model,
+    # so the recorded spec, written back as YAML, loads to the same spec hash.
+    return json.dumps(value, default=str)
 
 
 MAX_RECORD_BYTES = 64 * 2**20

@@ -144,8 +144,10 @@ def _labels(output, term: _Term, names: Any, vocab, where: str) -> Labels | None
     classes = output.shape[-1] if output.shape and isinstance(output.shape[-1], int) else None
     if not term.classes or classes is None:
         return None
-    if names is None:
-        names = list(vocab) if vocab and len(vocab) == classes else [str(i) for i in range(classes)]
+    if names is None and vocab and len(vocab) <= classes:  # ids past the alphabet never occur in the data
+        names = list(vocab) + [f"<unused {i}>" for i in range(len(vocab), classes)]
+    elif names is None:
+        names = [str(i) for i in range(classes)]
     if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names):
         raise DlspecError.single(f"{where}: the class names of '{term.target}' are {shorten(repr(names), 60)}",
                                  expected=f"{classes} names, one per class of output '{output.name}'")

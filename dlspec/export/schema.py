@@ -27,7 +27,7 @@ RUNTIME_OPSETS = (((1, 19), 21), ((1, 21), 22))
 VARIANTS = {
     "fp16": ("weights and activations in float16 (inputs and outputs stay float32), through ONNX Runtime's "
              "float16 converter", {"argmax": 0.99, "metric": 0.01}),
-    "int8_dynamic": ("int8 weights, activations quantised per batch at run time (onnxruntime.quantization."
+    "int8_dynamic": ("8-bit weights, activations quantised per batch at run time (onnxruntime.quantization."
                      "quantize_dynamic)", {"argmax": 0.99, "metric": 0.01}),
 }
 # What the fp32 exports must keep on real data: they differ from eager by float rounding only.

@@ -34,7 +34,16 @@ def _fp16(fp32: Path, staged: Path) -> None:
 
 def _int8_dynamic(fp32: Path, staged: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    quantize_dynamic(str(fp32), str(staged), weight_type=QuantType.QInt8)
+    # without the exporter's inferred shapes: the quantiser infers its own, and older ones (onnxruntime 1.19)
+    # turn a Gemm into a MatMul of the transposed weight, which then contradicts the kept shape
+    source = onnx.load(str(fp32))
+    del source.graph.value_info[:]
+    bare = staged.with_name("fp32-" + staged.name)
+    onnx.save(source, str(bare))
+    # uint8 weights: onnxruntime's CPU ConvInteger takes no int8 weights before 1.23, so a file made with int8 ones
+    # would not load in the older runtimes a deployment may have (MatMulInteger takes either)
+    quantize_dynamic(str(bare), str(staged), weight_type=QuantType.QUInt8)
+    bare.unlink()
 
 
 MAKERS: dict[str, Callable[[Path, Path], None]] = {"fp16": _fp16, "int8_dynamic": _int8_dynamic}
