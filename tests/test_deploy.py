@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,11 @@ def run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def handoff(run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("handoff")
-    code = main(["export", str(DIGITS), "--checkpoint", str(run), "--out", str(out), "--variants", "fp16,int8_dynamic"])
+    umask = os.umask(0o022)
+    try:
+        code = main(["export", str(DIGITS), "--checkpoint", str(run), "--out", str(out), "--variants", "fp16,int8_dynamic"])
+    finally:
+        os.umask(umask)
     assert code == 0
     return out
 
@@ -266,6 +271,12 @@ def _run_card_script(folder: Path) -> str:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_a_teammate_can_read_every_file_of_the_handoff(handoff):
+    names = {p.name: stat.S_IMODE(p.stat().st_mode) for p in handoff.iterdir()}
+    assert {"README.md", "parity.json", "digits-cnn.int8_dynamic.onnx", "digits-cnn.fp16.onnx"} <= set(names)
+    assert set(names.values()) == {0o644}  # as the umask (022) says
 
 
 def test_the_model_card_describes_the_handoff_and_its_script_runs(handoff):
