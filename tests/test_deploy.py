@@ -204,6 +204,32 @@ def test_a_csv_classifier_with_normalize_runs_on_raw_rows(tmp_path, capsys):
     assert np.mean(np.array(predicted, dtype=int) == bunch.target) > 0.9
 
 
+def test_a_regression_trained_on_normalised_targets_predicts_in_the_targets_units(tmp_path, capsys):
+    spec = tmp_path / "reg.yaml"
+    spec.write_text(
+        "dlspec: 1\nname: reg\nmodel:\n  inputs: {features: {shape: [B, 10]}}\n  layers:\n"
+        "    - {id: fc1, op: linear, in: 10, out: 16}\n    - relu\n    - {id: head, op: linear, in: 16, out: 1}\n"
+        "training:\n  seed: 0\n  epochs: 2\n  loss: {kind: mse}\n  data:\n    dataset: {kind: diabetes}\n"
+        "    validation: {fraction: 0.2}\n    batch_size: 32\n    normalize: {features: standard, target: standard}\n")
+    dlspec.train.train(dlspec.load(spec), tmp_path / "run", progress="off")
+    code, out, err = cli(capsys, "export", spec, "--checkpoint", tmp_path / "run", "--format", "onnx",
+                         "--preprocessing", "external", "--out", tmp_path / "x")
+    assert code == 0, err
+    assert "mse of eager PyTorch" in out and "output: times std" in out
+    stats = json.loads((tmp_path / "run" / "run.json").read_text())["normalize"]
+    model = dlspec.build(dlspec.load(spec))
+    model.load_state_dict(torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["model"])
+    x = torch.rand(5, 10) * 0.1
+    with torch.no_grad():
+        expected = model.eval()((x - torch.tensor(stats["features"]["mean"])) / torch.tensor(stats["features"]["std"]))
+    expected = expected * stats["target"]["std"][0] + stats["target"]["mean"][0]
+    np.savez(tmp_path / "x.npz", features=x.numpy())
+    code, out, err = cli(capsys, "predict", tmp_path / "x" / "reg.onnx", tmp_path / "x.npz", "--out", tmp_path / "p.json")
+    assert code == 0, err
+    predicted = [row["outputs"]["output"] for row in json.loads((tmp_path / "p.json").read_text())]
+    np.testing.assert_allclose(np.array(predicted), expected.numpy(), rtol=1e-5)  # diabetes units, 25 to 346
+
+
 # ---- dlspec predict ------------------------------------------------------------------------------------------------
 
 def test_predict_gives_the_same_classes_from_the_onnx_file_and_from_the_run(run, handoff, tmp_path, capsys):

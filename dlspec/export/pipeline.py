@@ -90,7 +90,8 @@ def _described(spec, prep: P.Preprocessing | None) -> tuple[str, ...]:
         return ()
     where = "in the exported files" if prep.embedded else f"by the caller, with the numbers in {P.PREPROCESS_FILE}"
     lines = [f"applied {where}; numbers {prep.source}"]
-    return tuple(lines + [s.describe(t.dtype) for s, t in zip(prep.steps, spec.inputs) if not s.identity])
+    return tuple(lines + [s.describe(t.dtype) for s, t in zip(prep.steps, spec.inputs) if not s.identity]
+                 + [s.describe() for s in prep.outputs])
 
 
 def _latency(checked: parity.ParityReport, spec, bare_spec, prep: P.Preprocessing | None, run: RunData) -> dict:
@@ -162,7 +163,7 @@ def loader(load, path: Path, spec, bare_spec, prep: P.Preprocessing | None):
 
         def on_raw(raw: dict[str, torch.Tensor]):  # what a deployment does with preprocess.json
             inputs = P.apply(prep, bare_spec, {k: v.numpy() for k, v in raw.items()})
-            return run({k: torch.from_numpy(v) for k, v in inputs.items()})
+            return P.restore(prep, bare_spec, run({k: torch.from_numpy(v) for k, v in inputs.items()}))
         return on_raw
     return external
 

@@ -99,8 +99,10 @@ def load(path: Path) -> Predictor:
     external = prep is not None and not prep.embedded and not prep.identity
 
     def on_raw(raw: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        feed = P.apply(prep, spec, raw) if external else raw
-        return runner({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()})
+        if not external:
+            return runner({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in raw.items()})
+        outputs = runner({k: torch.from_numpy(v) for k, v in P.apply(prep, spec, raw).items()})
+        return P.restore(prep, spec, outputs)
     return Predictor(spec, prep, on_raw, f"{path.name} ({fmt.name}{', preprocessing from its record' if external else ''})")
 
 

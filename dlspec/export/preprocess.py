@@ -10,7 +10,9 @@ and `Preprocessed` is the eager model that takes raw inputs: what is exported by
 exported files are compared with.
 
 Per model input, in training's order: the raw value is converted to the model's dtype (after moving the
-channels first, for `channels_last`), multiplied by `scale`, then normalised.
+channels first, for `channels_last`), multiplied by `scale`, then normalised. An output trained against a
+normalised target (a regression's `normalize: {target: standard}`) is given back in the target's own units:
+`y * std + mean`.
 """
 from __future__ import annotations
 
@@ -63,6 +65,20 @@ class Step:
 
 
 @dataclass(frozen=True)
+class OutputStep:
+    """An output trained against a normalised target field: given back in that field's units."""
+
+    output: str
+    field: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def describe(self) -> str:
+        return (f"{self.output}: times std {_numbers(self.std)}, plus mean {_numbers(self.mean)} (the units of the "
+                f"data set's field '{self.field}')")
+
+
+@dataclass(frozen=True)
 class Labels:
     """The class names of a classifier's output: names[i] is class i on the output's last dim."""
 
@@ -77,10 +93,14 @@ class Preprocessing:
     labels: Labels | None = None
     vocab: str | None = None  # character-level text: the model's token id i is vocab[i]
     source: str = ""  # where the numbers come from, for the report
+    outputs: tuple[OutputStep, ...] = ()  # outputs given back in their target's units
 
     @property
     def identity(self) -> bool:
-        return all(s.identity for s in self.steps)
+        return all(s.identity for s in self.steps) and not self.outputs
+
+    def output_step(self, name: str) -> OutputStep | None:
+        return next((s for s in self.outputs if s.output == name), None)
 
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.input == name), None)
@@ -92,6 +112,7 @@ class Preprocessing:
             "inputs": {s.input: {"field": s.field, "dtype": s.dtype, "layout": s.layout, "scale": s.scale,
                                  "mean": list(s.mean) if s.mean is not None else None,
                                  "std": list(s.std) if s.std is not None else None} for s in self.steps},
+            "outputs": {s.output: {"field": s.field, "mean": list(s.mean), "std": list(s.std)} for s in self.outputs},
             "labels": {"output": self.labels.output, "classes": list(self.labels.names)} if self.labels else None,
             "vocab": self.vocab,
         }
@@ -130,7 +151,26 @@ def from_json(data: Any, spec, where: str) -> Preprocessing:
     vocab = data.get("vocab")
     if vocab is not None and (not isinstance(vocab, str) or not vocab or len(vocab) > _MAX_CLASSES):
         raise bad("vocab must be a non-empty string")
-    return Preprocessing(tuple(steps), data["embedded"], labels, vocab, where)
+    outputs = data.get("outputs") or {}
+    if not isinstance(outputs, dict) or not all(isinstance(e, dict) for e in outputs.values()):
+        raise bad("outputs must map output names to {field, mean, std}")
+    after = []
+    for name, entry in outputs.items():
+        try:
+            after.append(check_output(OutputStep(name, entry.get("field"), _tuple(entry.get("mean")),
+                                                 _tuple(entry.get("std"))), spec))
+        except ValueError as e:
+            raise bad(str(e)) from None
+    return Preprocessing(tuple(steps), data["embedded"], labels, vocab, where, tuple(after))
+
+
+def check_output(step: OutputStep, spec) -> OutputStep:
+    """An output step that applies to one of the spec's floating-point outputs: raises ValueError if not."""
+    tensor = next((t for t in spec.outputs if t.name == step.output), None)
+    if tensor is None or not getattr(torch, tensor.dtype).is_floating_point:
+        raise ValueError(f"output {shorten(repr(step.output), 40)} is not a floating-point output of the model")
+    _check_stats(step.mean, step.std, tensor)
+    return step
 
 
 def _tuple(values: Any) -> tuple | None:
@@ -151,16 +191,21 @@ def check_step(step: Step, tensor) -> Step:
     if (step.mean is None) != (step.std is None):
         raise ValueError("mean and std go together")
     if step.mean is not None:
-        channels = tensor.shape[1] if len(tensor.shape) > 1 else 1
-        if not 1 <= len(step.mean) <= _MAX_VALUES or len(step.std) != len(step.mean) \
-                or (len(step.mean) > 1 and len(step.mean) != channels):
-            raise ValueError(f"{len(step.mean)} means and {len(step.std)} stds, for an input of shape {list(tensor.shape)} "
-                             "(expected one value, or one per entry of axis 1)")
-        if not all(_finite(v) for v in step.mean) or not all(_finite(v, positive=True) for v in step.std):
-            raise ValueError("means must be finite numbers and stds positive ones")
+        _check_stats(step.mean, step.std, tensor)
     if (step.layout or step.scale is not None or step.mean is not None) and not getattr(torch, tensor.dtype).is_floating_point:
         raise ValueError(f"input '{tensor.name}' is {tensor.dtype}: only floating-point inputs are scaled or normalised")
     return step
+
+
+def _check_stats(mean: Any, std: Any, tensor) -> None:
+    if not isinstance(mean, tuple) or not isinstance(std, tuple):
+        raise ValueError("mean and std must be lists of numbers")
+    channels = tensor.shape[1] if len(tensor.shape) > 1 else 1
+    if not 1 <= len(mean) <= _MAX_VALUES or len(std) != len(mean) or (len(mean) > 1 and len(mean) != channels):
+        raise ValueError(f"{len(mean)} means and {len(std)} stds, for '{tensor.name}' of shape {list(tensor.shape)} "
+                         "(expected one value, or one per entry of axis 1)")
+    if not all(_finite(v) for v in mean) or not all(_finite(v, positive=True) for v in std):
+        raise ValueError("means must be finite numbers and stds positive ones")
 
 
 def _finite(value: Any, positive: bool = False) -> bool:
@@ -230,6 +275,19 @@ class InputTransform(torch.nn.Module):
         return x
 
 
+class OutputTransform(torch.nn.Module):
+    """Model output -> the units of the target it was trained against: y * std + mean."""
+
+    def __init__(self, step: OutputStep, rank: int, dtype: torch.dtype):
+        super().__init__()
+        shape = [1, -1] + [1] * (rank - 2) if len(step.mean) > 1 else [1]
+        self.register_buffer("mean", torch.tensor(step.mean, dtype=dtype).reshape(shape))
+        self.register_buffer("std", torch.tensor(step.std, dtype=dtype).reshape(shape))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
+
+
 def wrap(model: torch.nn.Module, spec, prep: Preprocessing | None) -> torch.nn.Module:
     """The model taking raw inputs (itself when there is nothing to apply). Its forward is generated with the
     inputs as named arguments, so TorchScript can script it; its submodule `model` is the model."""
@@ -238,10 +296,17 @@ def wrap(model: torch.nn.Module, spec, prep: Preprocessing | None) -> torch.nn.M
     names = [t.name for t in spec.inputs]
     steps = {s.input: s for s in prep.steps if not s.identity}
     calls = ", ".join(f"self.preprocess_{n}({n})" if n in steps else n for n in names)
+    outs = [t.name for t in spec.outputs]
+    after = {s.output: s for s in prep.outputs}
+    given = [f"self.postprocess_{n}({v})" if n in after else v
+             for n, v in zip(outs, ["outputs"] if len(outs) == 1 else [f"outputs[{i}]" for i in range(len(outs))])]
     text = (f"def forward(self, {', '.join(names)}):\n"
-            f"    return self.model({calls})\n")
+            f"    outputs = self.model({calls})\n"
+            f"    return {given[0] if len(outs) == 1 else '(' + ', '.join(given) + ')'}\n")
     transforms = {f"preprocess_{n}": InputTransform(steps[n], len(t.shape), getattr(torch, t.dtype))
                   for n, t in zip(names, spec.inputs) if n in steps}
+    transforms |= {f"postprocess_{n}": OutputTransform(after[n], len(t.shape), getattr(torch, t.dtype))
+                   for n, t in zip(outs, spec.outputs) if n in after}
     wrapped = _wrapper_class(text)(model, transforms)
     return wrapped.train(model.training)
 
@@ -298,6 +363,19 @@ def apply(prep: Preprocessing, spec, raw: Mapping[str, np.ndarray]) -> dict[str,
     return out
 
 
+def restore(prep: Preprocessing, spec, outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Model outputs -> the units of their targets, in numpy, as a deployment applies preprocess.json."""
+    result = []
+    for tensor, y in zip(spec.outputs, outputs):
+        step = prep.output_step(tensor.name)
+        if step is not None:
+            shape = [1, -1] + [1] * (y.ndim - 2) if len(step.mean) > 1 else [1]
+            y = y * np.asarray(step.std, y.dtype).reshape(shape) + np.asarray(step.mean, y.dtype).reshape(shape)
+        result.append(y)
+    return tuple(result)
+
+
 def preprocess_json(prep: Preprocessing, spec) -> dict:
     """preprocess.json: the numbers, and in words what to do with them."""
-    return {**prep.to_json(), "apply": {s.input: s.describe(t.dtype) for s, t in zip(prep.steps, spec.inputs)}}
+    return {**prep.to_json(), "apply": {s.input: s.describe(t.dtype) for s, t in zip(prep.steps, spec.inputs)},
+            "restore": {s.output: s.describe() for s in prep.outputs}}

@@ -24,7 +24,7 @@ from dlspec.core.dims import per_example
 from dlspec.core.errors import DlspecError, shorten
 from dlspec.train import rundir
 
-from .preprocess import Labels, Preprocessing, Step, check_step
+from .preprocess import Labels, OutputStep, Preprocessing, Step, check_output, check_step
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,16 @@ def load(spec, weights: Path | None, examples: int) -> RunData:
         dict(zip((t.name for t in spec.inputs), data.input_fields))
     raw = _dict(_dict(record.get("data") or {}, "data", where).get("raw") or {}, "data.raw", where)
     steps = tuple(_step(t, fields.get(t.name), stats, raw, where) for t in spec.inputs)
-    term = _eval_term(cfg, run_spec, data)
+    terms, term = _terms(cfg, run_spec, data)
     names = _dict(record.get("classes") or {}, "classes", where).get(term.target)
     labels = _labels(spec.outputs[term.output], term, names, data.vocab, where)
-    prep = Preprocessing(steps, labels=labels, vocab="".join(data.vocab) if data.vocab else None, source=source)
+    prep = Preprocessing(steps, labels=labels, vocab="".join(data.vocab) if data.vocab else None, source=source,
+                         outputs=_restored(spec, terms, stats, where))
     if data.val is None:
         return RunData(prep, None, ("no validation split: the real-data check needs one",))
     if examples == 0:
         return RunData(prep, None, ("real-data check off (export.agreement.examples: 0)",))
-    return RunData(prep, _validation(spec, prep, data, term, stats, cfg.data.eval_batch_size, examples))
+    return RunData(prep, _validation(spec, prep, data, term, cfg.data.eval_batch_size, examples))
 
 
 def _run_spec(spec, run):
@@ -109,9 +110,8 @@ def _step(tensor, field: Any, stats: dict, raw: dict, where: str) -> Step:
     stat = stats.get(field) or {}
     if not isinstance(form, dict) or not isinstance(stat, dict):
         raise DlspecError.single(f"{where}: the record of field '{shorten(str(field), 40)}' is not a JSON object")
-    mean, std = stat.get("mean"), stat.get("std")
     step = Step(tensor.name, field, form.get("dtype", tensor.dtype), form.get("layout"), form.get("scale"),
-                tuple(mean) if isinstance(mean, list) else mean, tuple(std) if isinstance(std, list) else std)
+                _tuple(stat.get("mean")), _tuple(stat.get("std")))
     try:
         return check_step(step, tensor)
     except ValueError as e:
@@ -129,15 +129,36 @@ class _Term:
     fn: Callable
 
 
-def _eval_term(cfg, spec, data) -> _Term:
-    """The output and target the run's metrics compared (training.evaluation, else its first loss term)."""
+def _terms(cfg, spec, data):
+    """The run's loss terms, and the output and target its metrics compared (training.evaluation, else its
+    first loss term)."""
     from dlspec.train import losses
     terms = losses.build(cfg.losses, spec, data.train, data.default_target)
     names = [o.name for o in spec.outputs]
     output = cfg.eval_output or terms[0].output_name
     term = next((t for t in terms if t.output_name == output), terms[0])
-    return _Term(names.index(output) if output in names else term.output, cfg.eval_target or term.target,
-                 term.classes, term.ignore_index, term.kind, term.fn)
+    return terms, _Term(names.index(output) if output in names else term.output, cfg.eval_target or term.target,
+                        term.classes, term.ignore_index, term.kind, term.fn)
+
+
+def _restored(spec, terms, stats: dict, where: str) -> tuple[OutputStep, ...]:
+    """The outputs trained against a normalised target: the files give them back in the target's units."""
+    found = {}
+    for t in terms:
+        stat = stats.get(t.target)
+        if isinstance(stat, dict) and not t.classes and t.output_name not in found:
+            step = OutputStep(t.output_name, t.target, _tuple(stat.get("mean")), _tuple(stat.get("std")))
+            try:
+                found[t.output_name] = check_output(step, spec)
+            except ValueError as e:
+                raise DlspecError.single(f"{where}: the normalisation of target '{t.target}' cannot be undone on "
+                                         f"output '{t.output_name}': {e}",
+                                         hint="the run record is damaged: train again") from None
+    return tuple(found.values())
+
+
+def _tuple(values: Any) -> Any:
+    return tuple(values) if isinstance(values, list) else values
 
 
 def _labels(output, term: _Term, names: Any, vocab, where: str) -> Labels | None:
@@ -154,16 +175,14 @@ def _labels(output, term: _Term, names: Any, vocab, where: str) -> Labels | None
     return Labels(output.name, tuple(names))
 
 
-def _validation(spec, prep: Preprocessing, data, term: _Term, stats: dict, batch_size: int, limit: int) -> Validation:
-    """The first `limit` validation examples, raw: each field as the data set gives it."""
+def _validation(spec, prep: Preprocessing, data, term: _Term, batch_size: int, limit: int) -> Validation:
+    """The first `limit` validation examples, raw: each field as the data set gives it (the targets too: the
+    files give an output trained against a normalised target back in the target's units)."""
     val = data.val
     n = min(len(val), limit)
     fields = val.gather(torch.arange(n))
     inputs = {s.input: _raw(fields[s.field], s, spec) for s in prep.steps}
     target = fields[term.target]
-    if term.target in stats:  # the model was trained against normalised targets: score it in those units
-        mean, std = (torch.tensor(stats[term.target][k], dtype=target.dtype) for k in ("mean", "std"))
-        target = (target - mean) / std
     classes = spec.outputs[term.output].shape[-1] if term.classes else None
     return Validation(inputs, target, term.output, classes, term.ignore_index if term.classes else None,
                       "accuracy" if term.classes else term.kind, term.fn, len(val), batch_size)
