@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from dlspec.backend.inputs import random_inputs
-from dlspec.core.errors import DlspecError, Problem
+from dlspec.core.errors import DlspecError, Problem, gist
 from dlspec.core.files import atomic_write_text
 
 from . import card, parity, report, to_onnx, variants
@@ -142,15 +142,21 @@ def write(spec, model: torch.nn.Module, out_dir: Path, config: ExportConfig, wei
             continue
         hashes = {"sha256": file_sha256(path), "content_sha256": content_hash(name, path)}
         candidates.append(parity.Candidate(name, path, method, loader(fmt.load, path, spec, bare_spec, prep), note, hashes))
+    problems = [export_problem(names, e, spec, P.inner(model)) for e, names in failed.values()]
     onnx_file = next((c for c in candidates if c.format == "onnx"), None)
     for variant in config.variants if onnx_file is not None else ():
         path = out_dir / (artifact_stem(spec.name) + variants.suffix(variant.kind))
-        variants.write(variant.kind, onnx_file.file, path, to_onnx_metadata({**record, "variant": variant.kind}))
+        try:
+            variants.write(variant.kind, onnx_file.file, path, to_onnx_metadata({**record, "variant": variant.kind}))
+        except Exception as e:  # an op the tool cannot convert: the other files stand
+            problems.append(Problem(f"cannot make the {variant.kind} variant of {onnx_file.file.name}: {gist(e)}",
+                                    hint="the other files were still written; leave this variant out of export.variants"))
+            continue
         hashes = {"sha256": file_sha256(path), "content_sha256": content_hash("onnx", path)}
         candidates.append(parity.Candidate("onnx", path, f"{variant.kind} of {onnx_file.method}",
                                            loader(to_onnx.load, path, spec, bare_spec, prep), "", hashes,
                                            variant.kind, variant.agreement))
-    return candidates, [export_problem(names, e, spec, P.inner(model)) for e, names in failed.values()], record
+    return candidates, problems, record
 
 
 def loader(load, path: Path, spec, bare_spec, prep: P.Preprocessing | None):
