@@ -1,4 +1,4 @@
-"""The command line: `dlspec validate|build|train|generate|data|export|verify|schema`.
+"""The command line: `dlspec validate|build|train|generate|data|export|verify|predict|schema`.
 
 This is the only place that prints errors and chooses exit codes:
 0 success, 1 invalid spec or failed check, 2 usage error (bad arguments, missing file),
@@ -24,6 +24,8 @@ COMMANDS = {
     "data": ("dlspec.train.datacli", "", "prepare data: tokenize text into token files"),
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
     "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
+    "predict": ("dlspec.export.predict", "", "run an exported file or a run on examples (CSV, .npz, images, text): top "
+                "classes by name"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
 }
 

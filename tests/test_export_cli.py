@@ -80,8 +80,10 @@ def test_export_from_a_run_directory_prints_the_parity_table(exported):
 
 def test_exported_onnx_computes_with_the_trained_batch_norm_statistics(exported):
     """The exporter folds batch norm into the convolutions, so the statistics are checked by what
-    the file computes: the trained model's outputs, not those of the same weights with fresh statistics."""
+    the file computes: the trained model's outputs, not those of the same weights with fresh statistics.
+    The file takes raw images and normalises them with the run's numbers, as training did."""
     run, out, _ = exported
+    stats = json.loads((run / "run.json").read_text())["normalize"]["image"]
     spec = dlspec_api.load(DIGITS)
     trained = dlspec_api.build(spec)
     trained.load_state_dict(torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"])
@@ -91,9 +93,10 @@ def test_exported_onnx_computes_with_the_trained_batch_norm_statistics(exported)
         if isinstance(module, torch.nn.BatchNorm2d):
             assert not torch.allclose(module.running_mean, torch.zeros_like(module.running_mean))  # training moved them
             module.reset_running_stats()
-    image = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    raw = 16 * torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    image = (raw - stats["mean"][0]) / stats["std"][0]
     session = ort.InferenceSession(str(out / "digits-cnn.onnx"), providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"image": image.numpy()})[0]
+    logits = session.run(None, {"image": raw.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(logits, trained(image).numpy(), atol=1e-4, rtol=1e-4)
         assert np.abs(logits - fresh(image).numpy()).max() > 1e-2

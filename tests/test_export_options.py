@@ -138,7 +138,7 @@ def test_the_export_section_sets_formats_dims_sizes_seeds_and_tolerance(tmp_path
     out_dir = tmp_path / "out"
     code, out, err = cli(capsys, "export", spec, "--out", out_dir)
     assert code == 0, err
-    assert sorted(p.name for p in out_dir.iterdir()) == ["parity.json", "tiny.onnx", "tiny.pt2"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["README.md", "parity.json", "tiny.onnx", "tiny.pt2"]
     report = json.loads((out_dir / "parity.json").read_text())
     assert report["seeds"] == 2 and report["tolerance"] == {"atol": 1e-4, "rtol": 1e-3}
     assert {case["B"] for case in report["cases"]} == {2}  # B is not dynamic: only its example size
@@ -376,7 +376,8 @@ def test_a_failed_check_leaves_the_previous_export_intact(tmp_path, capsys, monk
     code, _, err = cli(capsys, "export", spec, "--opset", "18", "--out", tmp_path / "out")
     assert code == 1 and "cannot export to onnx: a check failed" in err
     assert (tmp_path / "out" / "tiny.onnx").read_bytes() == before  # still the opset-22 file
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["parity.json", "tiny.onnx"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "parity.json", "tiny.onnx"]
+    assert "tiny.onnx" in (tmp_path / "out" / "README.md").read_text()  # the card of the file still there
 
 
 # ---- external data ----------------------------------------------------------------------------------

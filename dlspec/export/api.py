@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,15 @@ from dlspec.core.errors import DlspecError, Problem, gist
 from dlspec.core.files import file_sha256
 from dlspec.front.spec import Spec
 
-from . import compare, parity, report
+from . import compare, parity, report, rundata
 from . import config as cfg
+from . import preprocess as P
 from . import weights as W
 from .formats import format_of
-from .pipeline import ExportResult, artifact_stem
+from .pipeline import ExportResult, artifact_stem, loader
 from .pipeline import export as export_model
 from .pipeline import write as write_formats
-from .schema import MAX_OPSET, MIN_OPSET
+from .schema import MAX_OPSET, MIN_OPSET, VARIANTS
 from .shapes import check_memory, size_cases
 from .to_onnx import read_model
 from .weights import describe
@@ -31,17 +31,23 @@ from .weights import describe
 def export(spec: Spec | str | Path, out_dir: str | Path | None = None, *, checkpoint: str | Path | None = None,
            last: bool = False, formats: Sequence[str] | None = None, opset: int | None = None,
            atol: float | None = None, rtol: float | None = None, overrides: Iterable[str] = (),
-           seed: int = 0, weights: str | Path | None = None) -> ExportResult:
+           seed: int = 0, weights: str | Path | None = None, variants: Sequence[str] | None = None,
+           preprocessing: str | None = None) -> ExportResult:
     """Export a spec's model (with a checkpoint's weights, or `weights` from elsewhere through the spec's
     `weights:` mapping, else initialised with `seed`) and check parity.
 
+    With a checkpoint of a run, the files take inputs as the run's data set gives them (the training preprocessing
+    is in their graph, or in preprocess.json with preprocessing="external") and parity also runs them on the run's
+    validation examples. `variants` ("fp16", "int8_dynamic") adds smaller ONNX files.
     `out_dir` defaults to exports/<spec name>. Raises DlspecError for a bad spec, setting or
     checkpoint; formats that fail and parity failures are in the result's `problems`."""
     spec = _load(spec, overrides)
-    config = cfg.resolve(spec, formats=formats, opset=opset, atol=atol, rtol=rtol)
+    config = cfg.resolve(spec, formats=formats, opset=opset, atol=atol, rtol=rtol, variants=variants,
+                         preprocessing=preprocessing)
     model, weights = _model(spec, checkpoint, last, seed, weights)
+    run = rundata.load(spec, Path(weights["path"]) if weights["source"] == "checkpoint" else None, config.examples)
     out = Path(out_dir) if out_dir is not None else Path("exports") / artifact_stem(spec.name)
-    return export_model(spec, model, out, config, weights)
+    return export_model(spec, model, out, config, weights, run)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
         raise DlspecError.single(f"cannot tell the format of {path.name}",
                                  expected="a .onnx, .pt2 or TorchScript (.pt) file", usage=True)
     spec = _load(spec, overrides)
-    record = _record(fmt, path)
+    record = read_record(fmt, path)
     if record.get("spec_hash") != spec.spec_hash:
         raise DlspecError.single(
             f"{path.name} was exported from another model (spec hash {str(record.get('spec_hash'))[:12]}, "
@@ -87,28 +93,43 @@ def verify(artifact: str | Path, spec: Spec | str | Path, *, checkpoint: str | P
         raise DlspecError.single(f"{path.name} records the initialisation seed {str(seed)[:40]}, which dlspec never "
                                  "writes", hint="export it again with `dlspec export`")
     model, weights = _model(spec, checkpoint, last, seed, weights)
-    config = dataclasses.replace(cfg.resolve(spec, atol=atol, rtol=rtol), formats=(fmt.name,), **_as_written(fmt, path))
+    config = dataclasses.replace(cfg.resolve(spec, atol=atol, rtol=rtol), formats=(fmt.name,), **_as_written(fmt, path),
+                                 variants=_variant(record, path))
     if "export" in record:  # check the dims the file was exported with, whatever the spec's export: says now
         config = cfg.recorded(spec, config, record["export"], path.name)
+    # the preprocessing the file records: re-deriving the file with it and comparing proves its graph applies it
+    prep = P.from_json(record["preprocessing"], spec, path.name) if record.get("preprocessing") is not None else None
     cases = size_cases(spec, config)
     check_memory(spec, cases, config, source=path.name)
     content = {"sha256": file_sha256(path), "content_sha256": compare.content_hash(fmt.name, path)}
     with tempfile.TemporaryDirectory(prefix="dlspec-verify-") as tmp:
-        rederived, failed = write_formats(spec, model, Path(tmp), config, weights)
+        rederived, failed, _ = write_formats(spec, model, Path(tmp), config, weights, prep)
         if failed:
             raise DlspecError(failed)
-        differences = compare.differences(fmt.name, path, rederived[0].file)
+        twin = next(c for c in rederived if c.variant == (config.variants[0].kind if config.variants else None))
+        differences = compare.differences(fmt.name, path, twin.file)
     content["identical"] = not differences
     if differences:
         problems = [Problem(f"{path.name} is not the export of {spec.path.name} with {describe(weights)}: {d}",
                             hint="do not deploy it: export it again with `dlspec export`") for d in differences]
         return VerifyResult(None, tuple(problems), content)
-    candidate = parity.Candidate(fmt.name, path, fmt.name, functools.partial(fmt.load, path, spec))
-    result = parity.check(spec, model, [candidate], config, cases, weights)
+    candidate = dataclasses.replace(twin, file=path, load=loader(fmt.load, path, P.files_spec(spec, prep), spec, prep))
+    result = parity.check(P.raw_spec(spec, prep), P.wrap(model, spec, prep), [candidate], config, cases, weights)
     return VerifyResult(result, tuple(report.problems(result)), content)
 
 
-def _record(fmt, path: Path) -> dict:
+def _variant(record: dict, path: Path) -> tuple[cfg.Variant, ...]:
+    """The variant a file records being (none: the fp32 file)."""
+    kind = record.get("variant")
+    if kind is None:
+        return ()
+    if kind not in VARIANTS:
+        raise DlspecError.single(f"{path.name} records the variant {str(kind)[:40]!r}, which dlspec does not make",
+                                 expected=", ".join(VARIANTS), hint="export it again with `dlspec export`")
+    return (cfg.Variant(kind, cfg.Agreement(**VARIANTS[kind][1])),)
+
+
+def read_record(fmt, path: Path) -> dict:
     """The provenance record of a file dlspec exported, read without loading the model."""
     try:
         record = fmt.read_record(path)

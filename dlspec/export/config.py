@@ -5,6 +5,8 @@ needs the model: named dims exist, checked sizes fit each dim's range.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import re
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -12,7 +14,7 @@ from dlspec.core import dims as D
 from dlspec.core.errors import DlspecError, Problem, did_you_mean, format_path
 from dlspec.core.layers import REGISTRY
 
-from .schema import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from .schema import AGREEMENT, DEFAULT_OPSET, EXAMPLES, FORMATS, MAX_OPSET, MIN_OPSET, PREPROCESSING, RUNTIME_OPSETS, VARIANTS
 
 # Default fp32 tolerances: |export - eager| <= ATOL + RTOL * |eager|. Measured worst
 # cases (docs/export.md): ~1e-7 abs for the small specs, 3.4e-6 abs and 2.8e-5 rel for
@@ -30,6 +32,20 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class Agreement:
+    """What an export must keep on real data: the fraction of predictions whose top class is eager's, and
+    the largest difference of accuracy."""
+    argmax: float = AGREEMENT["argmax"]
+    metric: float = AGREEMENT["metric"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    kind: str  # a key of schema.VARIANTS
+    agreement: Agreement
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     formats: tuple[str, ...] = FORMATS
     opset: int = DEFAULT_OPSET
@@ -39,10 +55,25 @@ class ExportConfig:
     tolerance: Tolerance = Tolerance()
     external_data: bool | None = None  # None: only past protobuf's 2 GB limit
     chosen: tuple[str, ...] = ()  # the dynamic dims the spec or command line named (the rest are defaults)
+    preprocessing: str = "embedded"  # or "external": the files take preprocessed inputs
+    agreement: Agreement = Agreement()
+    examples: int = EXAMPLES  # real validation examples checked at most
+    variants: tuple[Variant, ...] = ()
+
+
+def default_opset() -> int:
+    """The newest opset the installed onnxruntime loads for every layer kind (schema.RUNTIME_OPSETS): a file
+    exported with the default runs in the runtime it was checked with."""
+    try:
+        version = tuple(int(n) for n in re.findall(r"\d+", importlib.metadata.version("onnxruntime"))[:2])
+    except importlib.metadata.PackageNotFoundError:
+        return DEFAULT_OPSET
+    return max((opset for first, opset in RUNTIME_OPSETS if version >= first), default=RUNTIME_OPSETS[0][1])
 
 
 def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None,
-            atol: float | None = None, rtol: float | None = None) -> ExportConfig:
+            atol: float | None = None, rtol: float | None = None, variants: Sequence[str] | None = None,
+            preprocessing: str | None = None) -> ExportConfig:
     """Settings for exporting `spec`: command-line values win over the spec's `export:` section."""
     section = spec.export or {}
     problems: list[Problem] = []
@@ -92,12 +123,15 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
                     hint=f"change the sizes, or the dim's min/max under model.dims.{name}"))
             sizes[name] = tuple(values)
 
+    formats = _formats(formats) if formats else tuple(section.get("formats", FORMATS))
+    chosen_variants = _variants(spec, section, variants, formats, problems)
     if problems:
         raise DlspecError(problems)
     tolerance = section.get("tolerance", {})
+    agreement = section.get("agreement", {})
     return ExportConfig(
-        formats=_formats(formats) if formats else tuple(section.get("formats", FORMATS)),
-        opset=_opset(opset) if opset is not None else section.get("opset", DEFAULT_OPSET),
+        formats=formats,
+        opset=_opset(opset) if opset is not None else section.get("opset", default_opset()),
         dynamic=dynamic,
         sizes=sizes,
         seeds=section.get("seeds", SEEDS),
@@ -105,7 +139,45 @@ def resolve(spec, formats: Sequence[str] | None = None, opset: int | None = None
                             rtol=_tolerance("rtol", rtol) if rtol is not None else tolerance.get("rtol", RTOL)),
         external_data=section.get("external_data"),
         chosen=dynamic if "dynamic" in section else (),
+        preprocessing=_preprocessing(preprocessing) if preprocessing else section.get("preprocessing", "embedded"),
+        agreement=Agreement(agreement.get("argmax", AGREEMENT["argmax"]), agreement.get("metric", AGREEMENT["metric"])),
+        examples=agreement.get("examples", EXAMPLES),
+        variants=chosen_variants,
     )
+
+
+def _variants(spec, section: dict, names: Sequence[str] | None, formats: tuple[str, ...],
+              problems: list[Problem]) -> tuple[Variant, ...]:
+    """The variants to write, each with its agreement: --variants (with each kind's default agreement) wins
+    over export.variants. They are made from the .onnx file, so they need the onnx format."""
+    if names is not None:
+        for name in names:
+            if name not in VARIANTS:
+                raise DlspecError.single(f"unknown variant '{name}'", expected=", ".join(VARIANTS),
+                                         hint=did_you_mean(name, list(VARIANTS)), usage=True)
+        items, where = [{"kind": n} for n in dict.fromkeys(names)], None
+    else:
+        items = [{"kind": v} if isinstance(v, str) else v for v in section.get("variants", [])]
+        where = ("export", "variants")
+    found: dict[str, Variant] = {}
+    for i, item in enumerate(items):
+        kind, defaults = item["kind"], VARIANTS[item["kind"]][1]
+        if kind in found:
+            problems.append(Problem(f"variant '{kind}' is listed twice", spec.locate(where + (i,)) if where else None,
+                                    format_path(where + (i,)) if where else None, expected="each variant once"))
+        found[kind] = Variant(kind, Agreement(item.get("argmax", defaults["argmax"]), item.get("metric", defaults["metric"])))
+    if found and "onnx" not in formats:
+        problems.append(Problem("variants are made from the .onnx file, which is not exported",
+                                spec.locate(where) if where else None, format_path(where) if where else None,
+                                expected="onnx among the formats", hint="add onnx to --format or export.formats"))
+    return tuple(found.values())
+
+
+def _preprocessing(value: str) -> str:
+    if value not in PREPROCESSING:
+        raise DlspecError.single(f"--preprocessing {value} is not a choice", expected=" or ".join(PREPROCESSING),
+                                 usage=True)
+    return value
 
 
 MAX_RECORDED_SIZES = 16
@@ -218,7 +290,8 @@ def _tolerance(name: str, value: float) -> float:
 def _opset(opset: int) -> int:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise DlspecError.single(f"opset {opset} is not supported", expected=f"{MIN_OPSET} to {MAX_OPSET}",
-                                 hint=f"the default, {DEFAULT_OPSET}, is the newest ONNX Runtime runs for every layer",
+                                 hint=f"the default, {default_opset()}, is the newest the installed onnxruntime runs "
+                                      "for every layer",
                                  usage=True)
     return opset
 

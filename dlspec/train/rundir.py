@@ -198,6 +198,14 @@ def weights_path(path: Path, which: str | None = None, loc: Loc | None = None) -
                              hint="pass the run directory written by `dlspec train`, or a checkpoint file")
 
 
+def run_of(weights: Path) -> RunDir | None:
+    """The run directory a weights or checkpoint file belongs to (RUN/weights.pt, RUN/checkpoints/*.pt), or None
+    for a file outside one: what export reads the training preprocessing from."""
+    folder = weights.parent.parent if weights.parent.name == "checkpoints" else weights.parent
+    run = RunDir(folder)
+    return run if run.spec.is_file() and (folder / "run.json").is_file() else None
+
+
 def spec_of(path: Path) -> tuple[Path, Path | None]:
     """The resolved spec of a run directory, and where its relative paths start (the original spec's folder)."""
     run = RunDir(path)
