@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
     "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
+    "plot": ("dlspec.look.plot", "", "draw training curves of one or more runs (one panel per metric)"),
 }
 
 
