@@ -29,9 +29,9 @@ import torch
 
 from dlspec.core.errors import DlspecError
 from dlspec.train import augment, checkpoint, config, distributed, losses, metrics, progress
-from dlspec.train.curves import Refresher
 from dlspec.train import data as D
 from dlspec.train import device as devices
+from dlspec.train.curves import Refresher
 from dlspec.train.saver import Saver
 from dlspec.train.schedules import Schedule
 from dlspec.train.setup import Setup, prepare
