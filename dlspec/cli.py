@@ -24,6 +24,8 @@ COMMANDS = {
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
     "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
+    "diff": ("dlspec.look.diff", "", "compare two specs (or git revisions): nodes, parameters, MACs, signature, "
+                                     "whether A's checkpoint loads into B"),
     "graph": ("dlspec.look.graph", "", "draw the model's graph: node ids, ops, shapes on the edges, skip connections"),
     "plot": ("dlspec.look.plot", "", "draw training curves of one or more runs (one panel per metric)"),
     "runs": ("dlspec.look.runs", "", "list runs: spec, parameters, steps, best metric, time, whether finished or resumable"),

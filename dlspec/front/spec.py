@@ -16,7 +16,7 @@ from ..core import dims as D
 from ..core.errors import DlspecError, Loc, Problem, did_you_mean
 from ..core.ir import Graph, TensorType, dim_str
 from ..core.layers import REGISTRY
-from .document import Document, load_document
+from .document import Document, Reader, load_document
 from .lower import lower, lower_draft
 from .schema import validate_document
 from .shapes import infer_draft, infer_shapes
@@ -72,9 +72,10 @@ class Spec:
         return {name: d.example for name, d in self.dims.items()}
 
 
-def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Spec:
-    """Read, validate, lower and shape-check a spec file; raises DlspecError with every problem found."""
-    doc = load_document(path, overrides)       # YAML -> plain data with locations, includes, --set overrides
+def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), read: Reader | None = None) -> Spec:
+    """Read, validate, lower and shape-check a spec file; raises DlspecError with every problem found.
+    `read` reads the file and its includes instead of the disk (a git revision: dlspec diff)."""
+    doc = load_document(path, overrides, read)  # YAML -> plain data with locations, includes, --set overrides
     validate_document(doc)                     # JSON Schema (schemas/dlspec.schema.json), all errors located
     if "model" not in doc.data:
         raise DlspecError.single("this file has no `model:` section (a block library can be included, not loaded)",
