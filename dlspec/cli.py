@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
     "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
+    "config": ("dlspec.look.config", "", "print the resolved spec as YAML: overrides applied, defaults written out"),
     "diff": ("dlspec.look.diff", "", "compare two specs (or git revisions): nodes, parameters, MACs, signature, "
                                      "whether A's checkpoint loads into B"),
     "graph": ("dlspec.look.graph", "", "draw the model's graph: node ids, ops, shapes on the edges, skip connections"),

@@ -61,9 +61,26 @@ for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
         _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
 
 
-def dump_text(data: Any) -> str:
-    """YAML text that reads back as `data` here, and in YAML 1.1 readers."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+class _CompactDumper(_Dumper):
+    """Writes a mapping or list of scalars on one line, as specs are written: `- {id: fc, op: linear, in: 64}`."""
+
+
+def _leaf(value: Any) -> bool:
+    return not isinstance(value, (dict, list)) or (isinstance(value, list) and not any(isinstance(v, (dict, list))
+                                                                                        for v in value))
+
+
+_CompactDumper.add_representer(dict, lambda dumper, data: dumper.represent_mapping(
+    "tag:yaml.org,2002:map", data, flow_style=bool(data) and all(_leaf(v) for v in data.values())))
+_CompactDumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=all(_leaf(v) and not isinstance(v, list) for v in data)))
+
+
+def dump_text(data: Any, compact: bool = False) -> str:
+    """YAML text that reads back as `data` here, and in YAML 1.1 readers; `compact` puts each mapping or list of
+    scalars on one line."""
+    return yaml.dump(data, Dumper=_CompactDumper if compact else _Dumper, sort_keys=False, allow_unicode=True,
+                     width=120)
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _TEXT_TAGS = {_CORE + t for t in ("timestamp",)}  # kept as the text the author wrote
 
