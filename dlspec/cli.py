@@ -34,7 +34,8 @@ COMMANDS = {
 
 
 # the packages whose versions decide whether dlspec works: shown by `dlspec --version` and at the start of CI
-KEY_PACKAGES = ("torch", "pyyaml", "jsonschema", "onnx", "onnxruntime", "onnxscript", "sympy", "numpy", "scikit-learn")
+KEY_PACKAGES = ("torch", "pyyaml", "jsonschema", "onnx", "onnxruntime", "onnxscript", "sympy", "numpy", "scikit-learn",
+                "matplotlib")
 
 
 def versions() -> str:

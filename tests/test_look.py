@@ -317,6 +317,14 @@ def test_diff_renamed_node(tmp_path, capsys):
     assert "> head -> classifier" in text and "head.weight -> classifier.weight (loads with a key map)" in text
 
 
+def test_the_readme_diff_is_current(capsys, monkeypatch):
+    """docs/img/gpt2-small-diff.txt is what `dlspec diff` prints for the README's example."""
+    monkeypatch.chdir(ROOT)
+    code, out, _ = run_main(capsys, "diff", "specs/gpt2-small.yaml", "docs/img/gpt2-24x1024.yaml")
+    assert code == 1 and out == (ROOT / "docs" / "img" / "gpt2-small-diff.txt").read_text(), \
+        "run `dlspec diff specs/gpt2-small.yaml docs/img/gpt2-24x1024.yaml > docs/img/gpt2-small-diff.txt`"
+
+
 def test_diff_of_git_revisions(tmp_path, capsys):
     if shutil.which("git") is None:
         pytest.skip("git is not installed")

@@ -122,6 +122,8 @@ def test_main_job_digits_cnn_reaches_97_percent(tmp_path):
     assert any(line.startswith("step 50  loss ") and " lr " in line and " eta " in line for line in lines)
     assert "\r" not in done.stdout + done.stderr
     assert any(line.startswith("val accuracy") for line in lines) and lines[-1].startswith("---")
+    # its curves, drawn at the end with every evaluation (test_look checks pictures as pictures)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the best weights are kept by validation accuracy
     best = load(run / "checkpoints" / "best.pt")
     assert best["metric"] == "val_accuracy" and best["value"] == max(e["val_accuracy"] for e in events(run, "eval"))
