@@ -78,10 +78,11 @@ def _group_row(graph: Graph, group, rows: list[dict]) -> dict:
             "macs": sum(r["macs"] for r in rows), "tied": tied, "count": group.count}
 
 
-def _human(n: float) -> str:
+def human(n: float) -> str:
+    """1.18G, 512K, 64: a count to three significant digits."""
     for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
-            return f"{n / size:.2f}{unit}"
+            return f"{n / size:.3g}{unit}"
     return str(int(n))
 
 
@@ -102,7 +103,7 @@ def format_summary(s: dict, max_rows: int = 400, expand: bool = False) -> str:
         notes += [] if r["trainable"] else ["partly frozen" if r.get("frozen") == "some" else "frozen"]
         note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(f"{r['id']:<{widths[0]}}  {r['op']:<{widths[1]}}  {r['shape']:<{widths[2]}}  {r['params']:>12,}"
-                     f"  {_human(r['macs']):>8}{note}")
+                     f"  {human(r['macs']):>8}{note}")
     lines.append("-" * len(head))
     if not expand and len(s["blocks"]) < len(s["nodes"]):
         lines.append(f"{len(s['nodes'])} nodes in {len(s['blocks'])} rows: blocks and repeats collapsed (--expand shows "
@@ -114,7 +115,7 @@ def format_summary(s: dict, max_rows: int = 400, expand: bool = False) -> str:
         f"parameters:        {s['params']:,}",
         f"trainable:         {s['trainable_params']:,}",
         f"size (fp32):       {s['size_mb']:.2f} MB",
-        f"forward / example: {_human(s['macs_per_example'])} MACs, {_human(s['flops_per_example'])} FLOPs"
+        f"forward / example: {human(s['macs_per_example'])} MACs, {human(s['flops_per_example'])} FLOPs"
         + (f" (at {sizes})" if sizes else ""),
     ]
     return "\n".join(lines)

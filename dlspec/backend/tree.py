@@ -89,7 +89,7 @@ def build_tree(graph: Graph) -> Tree:
         names = [_relative(m.name, scope) for m in members if _has_module(m)]
         for name in names:  # a copy `h.3` (an id has no dot): its container is `h`
             base, dot, index = name.rpartition(".")
-            if dot:
+            if dot and index.isdigit():  # (a draft of a failed block leaves its nodes, `h.0.ln_1`, at the top)
                 path = f"{scope}.{base}" if scope else base
                 containers[path] = max(containers.get(path, 0), int(index) + 1)
         if names and names == [str(k) for k in range(len(names))]:

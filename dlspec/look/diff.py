@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from dlspec.backend.summary import human
 from dlspec.core.errors import DlspecError
 from dlspec.core.ir import Instance, Node
 from dlspec.front.document import MAX_BYTES
@@ -270,7 +271,7 @@ def report(d: dict, a: Side, b: Side) -> str:
     p, m = d["params"], d["macs_per_example"]
     sizes = m["sizes"]["b"] if m["sizes"]["a"] == m["sizes"]["b"] else None
     lines += ["", f"parameters       {p['a']:,} -> {p['b']:,}  ({_delta(p['delta'], p['a'])})",
-              f"MACs / example   {_human(m['a'])} -> {_human(m['b'])}  ({_delta(m['delta'], m['a'], human=True)})"
+              f"MACs / example   {human(m['a'])} -> {human(m['b'])}  ({_delta(m['delta'], m['a'], human=True)})"
               + (f"  at {', '.join(f'{k}={v}' for k, v in sizes.items())}" if sizes else "  (at each spec's example sizes)")]
     lines += ["", "signature" + (": unchanged" if d["signature"]["same"] else "")] + _signature_lines(d["signature"])
     c = d["checkpoint"]
@@ -385,19 +386,12 @@ def _show(value: Any) -> str:
 
 
 def _signed(n: int) -> str:
-    return f"+{_human(n)}" if n >= 0 else f"-{_human(-n)}"
+    return f"+{human(n)}" if n >= 0 else f"-{human(-n)}"
 
 
 def _delta(delta: int, base: int, human: bool = False) -> str:
     text = _signed(delta) if human else f"{delta:+,}"
     return text + (f", {delta / base:+.1%}" if base else "")
-
-
-def _human(n: float) -> str:
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(int(n))
 
 
 # ---- the command ---------------------------------------------------------------------------------------------

@@ -10,20 +10,22 @@ matplotlib (one column in program order, skip edges as arcs beside it) where `do
 from __future__ import annotations
 
 import html
-import io
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlspec.backend.summary import node_params
+from dlspec.backend.summary import human, node_params
 from dlspec.backend.tree import build_tree, collapsed
 from dlspec.core.errors import DlspecError, Problem
 from dlspec.core.files import atomic_write_bytes
 from dlspec.core.ir import Graph, Instance
+from dlspec.train.curves import figure_bytes
 
 FORMATS = ("svg", "png", "pdf", "dot")
 DOT_TIMEOUT_S = 120
+MAX_BOXES = 1500  # drawn; the .dot source has no limit
+MAX_PIXELS = 60_000  # the tallest PNG matplotlib writes is 2**16 pixels
 SKIP_COLOR = "#1565c0"
 BAD_COLOR = "#c62828"
 
@@ -83,7 +85,7 @@ def picture(graph: Graph | None, problems: list[Problem], title: str, expand: bo
         kind = "node" if len(members) == 1 and key == members[0].name else "block"
         if not problem and any(not n.types for n in members):
             kind = "missing"
-        boxes.append(Box(key, name, text + (f" · {_count(count)} params" if count else ""), kind, problem))
+        boxes.append(Box(key, name, text + (f" · {human(count)} params" if count else ""), kind, problem))
     boxes += [Box(f"out:{name}", name, str(graph.types[value]) if value in graph.types else "?", "output")
               for name, value in graph.outputs]
     order = {b.key: i for i, b in enumerate(boxes)}
@@ -96,7 +98,8 @@ def picture(graph: Graph | None, problems: list[Problem], title: str, expand: bo
             if src is None or src == key:
                 continue
             label = str(graph.types[value]) if value in graph.types else ""
-            edges[(src, key, value)] = Edge(src, key, label, _skips(order, src, key))
+            edges[(src, key, value)] = Edge(src, key, label, _skips(len(graph.inputs), len(graph.inputs) + len(units),
+                                                                    order[src], order[key]))
     matched = {b.problem for b in boxes}
     boxes += [Box(f"error:{i}", str(p.loc or "spec"), p.message, "error", p.message)
               for i, p in enumerate(problems) if p.message not in matched]
@@ -110,10 +113,10 @@ def _units(graph: Graph, expand: bool) -> list[tuple[str, str, str, range]]:
     return [(g.name, g.name, g.label, g.nodes) for g in collapsed(build_tree(graph))]
 
 
-def _skips(order: dict[str, int], src: str, dst: str) -> bool:
-    """An edge skips when boxes other than inputs lie between its ends in program order."""
-    first = max(order[src], max((i for k, i in order.items() if k.startswith("in:")), default=-1))
-    return order[dst] - first > 1
+def _skips(start: int, stop: int, src: int, dst: int) -> bool:
+    """Whether an edge passes over layers: boxes `start..stop-1` (between the inputs and the outputs) lying
+    strictly between its ends in program order."""
+    return min(dst, stop) - max(src + 1, start) > 0
 
 
 def _clusters(graph: Graph) -> tuple[Cluster, ...]:
@@ -131,13 +134,6 @@ def _clusters(graph: Graph) -> tuple[Cluster, ...]:
                     if not any(graph.nodes[i].name.startswith(name + ".") for name in inner))
         out.append(Cluster(inst.name, f"{inst.name}: {inst.block}", own, parent(inst)))
     return tuple(out)
-
-
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
 
 
 # ---- Graphviz -----------------------------------------------------------------------------------------------
@@ -299,10 +295,7 @@ def draw_fallback(pic: Picture, fmt: str) -> bytes:
         ax.add_patch(FancyArrowPatch((right + 0.08, yd), (right, yd), arrowstyle="-|>", mutation_scale=8, color=color,
                                      lw=1.2))
         ax.text(out + 0.05, (ys + yd) / 2, e.label, fontsize=6.5, color=color, va="center", rotation=90)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=110, metadata={"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
-                                                       "pdf": {"CreationDate": None, "Producer": None}}[fmt])
-    return buffer.getvalue()
+    return figure_bytes(fig, fmt, dpi=min(110, MAX_PIXELS / height))
 
 
 def _lanes(edges: list[Edge], rows: dict[str, int]) -> dict[Edge, int]:
@@ -364,6 +357,9 @@ def run(args) -> int:
                                  expected=", ".join(f".{f}" for f in FORMATS))
     title = f"{name}  ({args.spec})" + (f" — {len(problems)} problem{'s' * (len(problems) != 1)}" if problems else "")
     pic = picture(graph, problems, title, args.expand)
+    if fmt != "dot" and len(pic.boxes) > MAX_BOXES:
+        raise DlspecError.single(f"{len(pic.boxes):,} boxes are too many to draw (at most {MAX_BOXES:,})", usage=True,
+                                 hint="draw it collapsed (without --expand), or write Graphviz's source: --out model.dot")
     source, program = dot_source(pic), dot_program()
     if fmt == "dot":
         atomic_write_bytes(out, source.encode())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from dlspec.core.errors import DlspecError, did_you_mean
 from dlspec.look.plot import labels
 from dlspec.train import rundir
 from dlspec.train.config import metric_mode
+from dlspec.train.curves import number
 
 COLUMNS = ("name", "params", "steps", "time")  # besides the metrics, what --sort takes
 
@@ -40,7 +40,7 @@ class Row:
         best = _best(events, metric) if metric else None
         state = "finished" if end else "resumable" if run.last.is_file() else "not resumable"
         return cls(name, str(run.path), str(first.get("spec", "?")), str(first.get("spec_hash", ""))[:12],
-                   first.get("parameters"), max((e["step"] for e in events if _number(e.get("step"))), default=0),
+                   first.get("parameters"), max((e["step"] for e in events if number(e.get("step"))), default=0),
                    first.get("total_steps"), metric, *(best or (None, None)), _wall(events),
                    (end or {}).get("stopped_by"), state)
 
@@ -119,8 +119,8 @@ def _best(events: list[dict], metric: str) -> tuple[float, int] | None:
 
 
 def _values(events: list[dict], metric: str) -> list[tuple[int, float]]:
-    return [(e["step"], float(e[metric])) for e in events if e["event"] == "eval" and _number(e.get(metric))
-            and _number(e.get("step"))]
+    return [(e["step"], float(e[metric])) for e in events if e["event"] == "eval" and number(e.get(metric))
+            and number(e.get("step"))]
 
 
 def _wall(events: list[dict]) -> float:
@@ -128,7 +128,7 @@ def _wall(events: list[dict]) -> float:
     total, began, last = 0.0, None, None
     for e in events:
         t = e.get("time")
-        if not _number(t):
+        if not number(t):
             continue
         if e["event"] in ("start", "resume"):
             total += (last - began) if began is not None else 0.0
@@ -143,5 +143,3 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

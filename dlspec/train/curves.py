@@ -36,27 +36,27 @@ class Run:
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """The steps and values of one metric: train keys from `train` events, val_* from `eval` events."""
         kind = "eval" if key.startswith("val_") else "train"
-        points = [(e["step"], e[key]) for e in self.events if e["event"] == kind and _number(e.get(key))
-                  and _number(e.get("step"))]
+        points = [(e["step"], e[key]) for e in self.events if e["event"] == kind and number(e.get(key))
+                  and number(e.get("step"))]
         return [s for s, _ in points], [float(v) for _, v in points]
 
     def keys(self) -> list[str]:
         found: dict[str, None] = {}
         for e in self.events:
             if e["event"] in ("train", "eval"):
-                found.update((k, None) for k, v in e.items() if _number(v) and (k in TRAIN_KEYS or k.startswith("val_")))
+                found.update((k, None) for k, v in e.items() if number(v) and (k in TRAIN_KEYS or k.startswith("val_")))
         return list(found)
 
     def best(self) -> tuple[str, int, float] | None:
         """The metric best.pt was kept by, and its step and value, once the run has ended."""
         end = next((e for e in reversed(self.events) if e["event"] == "end"), None)
-        if end and isinstance(end.get("best_metric"), str) and _number(end.get("best_step")) \
-                and _number(end.get("best_value")):
+        if end and isinstance(end.get("best_metric"), str) and number(end.get("best_step")) \
+                and number(end.get("best_value")):
             return end["best_metric"], end["best_step"], float(end["best_value"])
         return None
 
     def resumes(self) -> list[int]:
-        return [e["step"] for e in self.events if e["event"] == "resume" and _number(e.get("step"))]
+        return [e["step"] for e in self.events if e["event"] == "resume" and number(e.get("step"))]
 
 
 def panels(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> list[str]:
@@ -83,16 +83,16 @@ def draw(runs: Sequence[Run], out: Path, metrics: Sequence[str] | None = None) -
     if fmt not in FORMATS:
         raise DlspecError.single(f"cannot draw {out}: unknown picture format '{out.suffix}'", usage=True,
                                  expected=", ".join(f".{f}" for f in FORMATS))
-    figure = _figure(runs, panels(runs, metrics))
+    atomic_write_bytes(out, figure_bytes(_figure(runs, panels(runs, metrics)), fmt))
+
+
+def figure_bytes(figure, fmt: str, dpi: float = 110) -> bytes:
+    """A matplotlib figure as a .png, .svg or .pdf that depends on what it shows only: no date, no versions."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=110, metadata=_metadata(fmt))
-    atomic_write_bytes(out, buffer.getvalue())
-
-
-def _metadata(fmt: str) -> dict:
-    """Pictures that depend on their data only: no creation date, no software version."""
-    return {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
-            "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}[fmt]
+    figure.savefig(buffer, format=fmt, dpi=dpi, metadata={"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+                                                          "pdf": {"CreationDate": None, "Producer": None,
+                                                                  "Creator": None}}[fmt])
+    return buffer.getvalue()
 
 
 def _figure(runs: Sequence[Run], keys: list[str]):
@@ -167,7 +167,8 @@ def _run_handles(runs: Sequence[Run], colors: list[str]) -> list:
                       Line2D([], [], color="0.3", ls="--", marker="o", ms=4.5, label="validation")]
 
 
-def _number(value) -> bool:
+def number(value) -> bool:
+    """A finite int or float (not a bool): a value a curve can show."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
