@@ -27,11 +27,18 @@ COMMANDS = {
     "predict": ("dlspec.export.predict", "", "run an exported file or a run on examples (CSV, .npz, images, text): top "
                 "classes by name"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
+    "config": ("dlspec.look.config", "", "print the resolved spec as YAML: overrides applied, defaults written out"),
+    "diff": ("dlspec.look.diff", "", "compare two specs (or git revisions): nodes, parameters, MACs, signature, "
+                                     "whether A's checkpoint loads into B"),
+    "graph": ("dlspec.look.graph", "", "draw the model's graph: node ids, ops, shapes on the edges, skip connections"),
+    "plot": ("dlspec.look.plot", "", "draw training curves of one or more runs (one panel per metric)"),
+    "runs": ("dlspec.look.runs", "", "list runs: spec, parameters, steps, best metric, time, whether finished or resumable"),
 }
 
 
 # the packages whose versions decide whether dlspec works: shown by `dlspec --version` and at the start of CI
-KEY_PACKAGES = ("torch", "pyyaml", "jsonschema", "onnx", "onnxruntime", "onnxscript", "sympy", "numpy", "scikit-learn")
+KEY_PACKAGES = ("torch", "pyyaml", "jsonschema", "onnx", "onnxruntime", "onnxscript", "sympy", "numpy", "scikit-learn",
+                "matplotlib")
 
 
 def versions() -> str:

@@ -74,7 +74,8 @@ def _build_add(p) -> None:
                    "`weights:` mapping undone) as .safetensors")
     p.add_argument("--emit-python", metavar="FILE", help="write the model as a standalone PyTorch file (needs only torch)")
     p.add_argument("--seed", type=SEED, default=0, help="seed for weight initialisation (default 0)")
-    p.add_argument("--rows", type=bounded_int(2, 10**6), default=400, help="most node rows to print (default 400)")
+    p.add_argument("--rows", type=bounded_int(2, 10**6), default=400, help="most rows to print (default 400)")
+    p.add_argument("--expand", action="store_true", help="one row per node (default: one per block instance or repeat)")
 
 
 def _build_run(args) -> int:
@@ -102,7 +103,7 @@ def _build_run(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
-        print(format_summary(summary, args.rows))
+        print(format_summary(summary, args.rows, args.expand))
         if args.weights:
             print(model.weights_report.summary())
         if args.save:

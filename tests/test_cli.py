@@ -1,9 +1,11 @@
 """The command line as users see it: exit codes, messages, JSON, files; never a traceback."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
-from support import INVALID, ROOT, SPECS, run_dlspec
+from support import INVALID, ROOT, SPECS, TRAINABLE, run_dlspec
 
 from dlspec.cli import main
 
@@ -11,9 +13,12 @@ INVALID_DIR = ROOT / "tests" / "specs" / "invalid"
 
 
 def test_validate_all_example_specs(capsys):
-    assert main(["validate", *map(str, SPECS)]) == 0
+    """Their data too, but for a spec that starts from a user's files (resnet18-finetune: --no-data)."""
+    assert main(["validate", *map(str, TRAINABLE)]) == 0
     out = capsys.readouterr().out
-    assert f"{len(SPECS)} valid, 0 invalid" in out and "124,439,808 parameters" in out
+    assert f"{len(TRAINABLE)} valid, 0 invalid" in out and "124,439,808 parameters" in out
+    users = [p for p in SPECS if p not in TRAINABLE]
+    assert main(["validate", "--no-data", *map(str, users)]) == 0 and main(["validate", *map(str, users)]) == 1
 
 
 def test_validate_invalid_exits_1_with_location_and_hint():
@@ -63,6 +68,25 @@ def test_build_prints_a_summary(capsys):
     assert "parameters:        124,439,808" in out and "lm_head" in out and "[B, T, 50257]" in out
     assert "MACs" in out and "size (fp32):       497.76 MB" in out
     assert "(weight tied to wte.weight)" in out  # the head's 0 parameters are explained
+    # the twelve blocks are one row, with their parameters and MACs summed; every node has its own with --expand
+    row = next(line for line in out.splitlines() if line.startswith("h.0–h.11"))
+    assert row.split()[1:] == ["gpt_block", "×12", "[B,", "T,", "768]", "85,054,464", "5.51G"]
+    assert "100 nodes in 5 rows" in out and "h.3.attn" not in out
+    assert main(["build", str(ROOT / "specs" / "gpt2-small.yaml"), "--expand"]) == 0
+    expanded = capsys.readouterr().out
+    assert "h.3.mlp.proj" in expanded and "h.0–h.11" not in expanded and "parameters:        124,439,808" in expanded
+
+
+def test_build_on_the_meta_device_runs_no_initialiser():
+    """`normal_` on the meta device imports torch._dynamo (a second per summary): the meta build skips it."""
+    done = run_dlspec("build", "specs/gpt2-small.yaml", "--json")
+    script = ("import sys, dlspec\nm = dlspec.build('specs/gpt2-small.yaml', device='meta')\n"
+              "assert next(m.parameters()).is_meta\nprint('torch._dynamo' in sys.modules)")
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert imported.stdout.strip() == "False", imported.stderr
+    summary = json.loads(done.stdout)
+    assert [b["id"] for b in summary["blocks"]] == ["wte", "wpe", "h.0–h.11", "ln_f", "lm_head"]
+    assert sum(b["macs"] for b in summary["blocks"]) == summary["macs_per_example"]
 
 
 def test_build_json_and_saved_weights(tmp_path, capsys):

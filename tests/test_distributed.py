@@ -54,7 +54,7 @@ training:
     batch_size: 8               # the global batch: 4 per process with 2 processes
   loss: {{kind: cross_entropy}}
   optimizer: {{kind: sgd, lr: 0.05, momentum: 0.9}}
-  logging: {{every_steps: 50, progress: lines}}
+  logging: {{every_steps: 50, progress: lines, curves: false}}
   checkpoint: {{every_steps: 50}}
   distributed: {{strategy: ddp, timeout_s: 60}}
 """

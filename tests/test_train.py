@@ -49,7 +49,9 @@ DIGITS_FLAT = {"dataset": {"kind": "digits", "layout": "flat"}, "batch_size": 32
 
 
 def write_spec(folder: Path, model: dict, training: dict, name: str = "tiny") -> Path:
+    """A spec file; its runs draw no curves.png unless `training` asks (drawing is a third of a tiny run's CPU)."""
     path = folder / f"{name}.yaml"
+    training = {**training, "logging": {"curves": False, **training.get("logging", {})}}
     path.write_text(yaml.safe_dump({"dlspec": 1, "name": name, "model": model, "training": training},
                                    sort_keys=False))
     return path
@@ -120,6 +122,8 @@ def test_main_job_digits_cnn_reaches_97_percent(tmp_path):
     assert any(line.startswith("step 50  loss ") and " lr " in line and " eta " in line for line in lines)
     assert "\r" not in done.stdout + done.stderr
     assert any(line.startswith("val accuracy") for line in lines) and lines[-1].startswith("---")
+    # its curves, drawn at the end with every evaluation (test_look checks pictures as pictures)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the best weights are kept by validation accuracy
     best = load(run / "checkpoints" / "best.pt")
     assert best["metric"] == "val_accuracy" and best["value"] == max(e["val_accuracy"] for e in events(run, "eval"))

@@ -711,8 +711,21 @@ def test_tensorboard_files_and_a_clear_error_without_the_package(tmp_path, capsy
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
     logged = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
-    losses = [e.value for e in events.Scalars(next(t for t in events.Tags()["scalars"] if t.endswith("loss")))]
-    assert len(losses) >= len(logged) == 2  # every logged step reached TensorBoard
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert len(losses) == len(logged) == 2  # every logged step reached TensorBoard
+    # the metrics are curves; the counts of other events (start/processes, checkpoint/batch) are not logged
+    tags = events.Tags()["scalars"]
+    assert {t.split("/")[0] for t in tags} == {"train", "eval", "final"} and "eval/val_accuracy" in tags
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert events.Scalars("final/val_accuracy")[0].value == pytest.approx(summary["val_accuracy"])
+    # hparams: the resolved training section (defaults included) beside the final metrics
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["max_steps"].number_value == 2 and start.hparams["optimizer.kind"].string_value == "adamw"
+    assert start.hparams["optimizer.eps"].number_value == pytest.approx(1e-8)  # a default the spec does not write
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "final/val_accuracy" in {m.name.tag for m in experiment.metric_infos}
 
 
 def test_device_choice(tmp_path, capsys):

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..core.budget import check_parameters
 from ..front.spec import Spec, load
@@ -45,7 +46,8 @@ def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[st
         check_parameters(spec.graph)
     text = source(spec)
     namespace = _namespace(text, f"<dlspec:{spec.name}:{spec.spec_hash[:12]}>")
-    with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext():
+    with torch.random.fork_rng(devices=[]), torch.device(device) if device else contextlib.nullcontext(), \
+            _NoMetaInit() if str(device) == "meta" else contextlib.nullcontext():
         torch.manual_seed(seed)
         model = namespace[class_name(spec.name)]()
     model.dlspec_spec = spec
@@ -54,6 +56,19 @@ def build(spec_or_path: Spec | str | Path, overrides: Iterable[str] | Mapping[st
         from ..weights.load import load_into
         model.weights_report = load_into(model, Path(weights), strict=strict)
     return model
+
+
+class _NoMetaInit(TorchFunctionMode):
+    """Initialisers write nothing on the meta device, yet `normal_` there runs a Python kernel whose first call
+    imports torch._dynamo (a second of a `dlspec build` summary): skip it."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.Tensor.normal_, nn.init.normal_):
+            tensor = args[0] if args else kwargs["tensor"]
+            if tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
 
 
 @functools.lru_cache(maxsize=64)

@@ -89,9 +89,46 @@ def build_tree(graph: Graph) -> Tree:
         names = [_relative(m.name, scope) for m in members if _has_module(m)]
         for name in names:  # a copy `h.3` (an id has no dot): its container is `h`
             base, dot, index = name.rpartition(".")
-            if dot:
+            if dot and index.isdigit():  # (a draft of a failed block leaves its nodes, `h.0.ln_1`, at the top)
                 path = f"{scope}.{base}" if scope else base
                 containers[path] = max(containers.get(path, 0), int(index) + 1)
         if names and names == [str(k) for k in range(len(names))]:
             sequential.add(scope)
     return Tree(graph, instances, parent, {k: tuple(v) for k, v in items.items()}, containers, frozenset(sequential))
+
+
+@dataclass(frozen=True)
+class Group:
+    """One item of a collapsed view of a scope: a node, a block instance, or the copies of a repeat."""
+
+    name: str  # "wte", "h.0", or "h.0–h.11" for the copies of a repeat
+    op: str  # the layer kind or block name
+    count: int  # copies (1 unless repeated)
+    nodes: range  # indices in graph.nodes of every node inside it
+    outputs: tuple[str, ...]  # the values it hands on (its last copy's)
+
+    @property
+    def label(self) -> str:
+        """`gpt_block ×12`, or the op alone."""
+        return f"{self.op} ×{self.count}" if self.count > 1 else self.op
+
+
+def collapsed(tree: Tree, scope: str = "") -> list[Group]:
+    """The direct items of `scope`, each block instance one group, the copies of a repeat one group."""
+    index = {n.name: i for i, n in enumerate(tree.graph.nodes)}
+    groups: list[Group] = []
+    container = None
+    for item in tree.items[scope]:
+        base, dot, _ = _relative(item.name, scope).rpartition(".")
+        path = (f"{scope}.{base}" if scope else base) if dot else None
+        nodes = item.nodes if isinstance(item, Instance) else range(index[item.name], index[item.name] + 1)
+        op = item.block if isinstance(item, Instance) else item.op
+        if path is not None and path == container and groups[-1].op == op:
+            last = groups[-1]
+            first_name = last.name.split("–")[0]
+            groups[-1] = Group(f"{first_name}–{item.name}", op, last.count + 1, range(last.nodes.start, nodes.stop),
+                               item.outputs)
+        else:
+            groups.append(Group(item.name, op, 1, nodes, item.outputs))
+        container = path if path in tree.containers else None
+    return groups

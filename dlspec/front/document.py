@@ -16,7 +16,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 from yaml import events, nodes
@@ -61,9 +61,26 @@ for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
         _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
 
 
-def dump_text(data: Any) -> str:
-    """YAML text that reads back as `data` here, and in YAML 1.1 readers."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+class _CompactDumper(_Dumper):
+    """Writes a mapping or list of scalars on one line, as specs are written: `- {id: fc, op: linear, in: 64}`."""
+
+
+def _leaf(value: Any) -> bool:
+    return not isinstance(value, (dict, list)) or (isinstance(value, list) and not any(isinstance(v, (dict, list))
+                                                                                        for v in value))
+
+
+_CompactDumper.add_representer(dict, lambda dumper, data: dumper.represent_mapping(
+    "tag:yaml.org,2002:map", data, flow_style=bool(data) and all(_leaf(v) for v in data.values())))
+_CompactDumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=all(_leaf(v) and not isinstance(v, list) for v in data)))
+
+
+def dump_text(data: Any, compact: bool = False) -> str:
+    """YAML text that reads back as `data` here, and in YAML 1.1 readers; `compact` puts each mapping or list of
+    scalars on one line."""
+    return yaml.dump(data, Dumper=_CompactDumper if compact else _Dumper, sort_keys=False, allow_unicode=True,
+                     width=120)
 _SCALAR_TAGS = {_CORE + t for t in ("str", "int", "float", "bool", "null")}
 _TEXT_TAGS = {_CORE + t for t in ("timestamp",)}  # kept as the text the author wrote
 
@@ -89,10 +106,16 @@ class Document:
         return self.locs.get((), Loc(str(self.path), 1, 1))  # an empty file: its first line
 
 
-def load_document(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Document:
-    """Read, include and override a spec file: the input of validation."""
+# reads a file's bytes where it is not on disk (a spec at a git revision): raises DlspecError when it is missing
+Reader = Callable[[Path], bytes]
+
+
+def load_document(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), read: Reader | None = None) \
+        -> Document:
+    """Read, include and override a spec file: the input of validation. `read` reads it and its includes
+    instead of the disk."""
     path = Path(path)
-    doc = _read(path, stack=())
+    doc = _read(path, stack=(), read=read)
     return apply_overrides(doc, overrides)
 
 
@@ -120,15 +143,17 @@ def parse_text(text: str, file: str) -> tuple[Any, dict, dict]:
     return data, builder.locs, builder.key_locs
 
 
-def _read(path: Path, stack: tuple[Path, ...], loc: Loc | None = None) -> Document:
+def _read(path: Path, stack: tuple[Path, ...], loc: Loc | None = None, read: Reader | None = None) -> Document:
     """`loc`: where the file was named (an `include:` entry); a file named on the command line has none."""
     file = str(path)
     # type and size are checked before reading: a FIFO, /dev/zero or a huge sparse file is refused at once
-    raw = read_bytes(path, MAX_BYTES, what="specs", loc=loc, usage=not stack)
+    raw = read(path) if read else read_bytes(path, MAX_BYTES, what="specs", loc=loc, usage=not stack)
+    if len(raw) > MAX_BYTES:
+        raise DlspecError.single(f"{path} is {len(raw):,} bytes; specs are limited to {MAX_BYTES:,} bytes", loc)
     text = decode(raw, file)
     data, locs, key_locs = parse_text(text, file)
     doc = Document(path, data, locs, key_locs)
-    return _resolve_includes(doc, stack + (path.resolve(),))
+    return _resolve_includes(doc, stack + (path.resolve(),), read)
 
 
 def decode(raw: bytes, file: str) -> str:
@@ -295,7 +320,7 @@ def _int(text: str) -> int:
     return sign * int(digits[2:] if base != 10 else digits, base)
 
 
-def _resolve_includes(doc: Document, stack: tuple[Path, ...]) -> Document:
+def _resolve_includes(doc: Document, stack: tuple[Path, ...], read: Reader | None) -> Document:
     """Merge the blocks of `include:`d libraries (paths relative to the including file)."""
     data = doc.data
     if not isinstance(data, dict) or not isinstance(data.get("include"), list):
@@ -311,12 +336,12 @@ def _resolve_includes(doc: Document, stack: tuple[Path, ...]) -> Document:
         if target.resolve() in stack:
             problems.append(Problem(f"include cycle: {entry} includes itself", loc, f"include[{i}]"))
             continue
-        if not target.exists():
+        if read is None and not target.exists():
             problems.append(Problem(f"included file not found: {entry}", loc, f"include[{i}]",
                                     hint=f"paths are relative to {doc.path.parent or '.'}"))
             continue
         try:
-            lib = _read(target, stack, loc)
+            lib = _read(target, stack, loc, read)
         except DlspecError as exc:
             problems.extend(exc.problems)
             continue

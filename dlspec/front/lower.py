@@ -84,6 +84,14 @@ class _Lowering:
 
 
 def lower(doc: Document) -> Graph:
+    graph, problems = lower_draft(doc)
+    if problems:
+        raise DlspecError(problems)
+    return graph
+
+
+def lower_draft(doc: Document) -> tuple[Graph, list[Problem]]:
+    """The graph of what lowers, and the problems of what does not (a picture of a spec that fails draws it)."""
     data = doc.data
     model = data["model"]
     blocks = dict(standard_blocks())
@@ -130,10 +138,8 @@ def lower(doc: Document) -> Graph:
                 output_locs.append((out_name, doc.locate(path)))
             except _Fail:
                 pass
-    if low.problems:
-        raise DlspecError(low.problems)
     return Graph(data.get("name", doc.path.stem), tuple(inputs), tuple(low.nodes), tuple(outputs), tuple(output_locs),
-                 instances=tuple(low.instances), init=top.init)
+                 instances=tuple(i for i in low.instances if i is not None), init=top.init), low.problems
 
 
 def _dim(raw, env: dict):

@@ -15,6 +15,16 @@ from ..core.layers import REGISTRY, ShapeError
 
 
 def infer_shapes(graph: Graph) -> Graph:
+    graph, problems = infer_draft(graph)
+    if problems:
+        raise DlspecError(problems)
+    inputs = tuple(replace(v, range=v.range or index_range(graph, v.name, graph.types)) for v in graph.inputs)
+    return replace(graph, inputs=inputs)
+
+
+def infer_draft(graph: Graph) -> tuple[Graph, list[Problem]]:
+    """The graph with the output types of every node whose rule passed, and the problems (a node after a failed one
+    has no types)."""
     types: dict[str, TensorType] = {v.name: v.type for v in graph.inputs}
     problems: list[Problem] = []
     nodes = []
@@ -37,10 +47,7 @@ def infer_shapes(graph: Graph) -> Graph:
     if not problems:  # parameter shapes come from attributes that a failed shape rule may have refused
         problems += _check_ties(graph)
     problems += _check_ranges(graph, types)
-    if problems:
-        raise DlspecError(problems)
-    inputs = tuple(replace(v, range=v.range or index_range(graph, v.name, types)) for v in graph.inputs)
-    return replace(graph, inputs=inputs, nodes=tuple(nodes), types=types)
+    return replace(graph, nodes=tuple(nodes), types=types), problems
 
 
 def _check_ties(graph: Graph) -> list[Problem]:

@@ -16,10 +16,10 @@ from ..core import dims as D
 from ..core.errors import DlspecError, Loc, Problem, did_you_mean
 from ..core.ir import Graph, TensorType, dim_str
 from ..core.layers import REGISTRY
-from .document import Document, load_document
-from .lower import lower
+from .document import Document, Reader, load_document
+from .lower import lower, lower_draft
 from .schema import validate_document
-from .shapes import infer_shapes
+from .shapes import infer_draft, infer_shapes
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,10 @@ class Spec:
         return {name: d.example for name, d in self.dims.items()}
 
 
-def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Spec:
-    """Read, validate, lower and shape-check a spec file; raises DlspecError with every problem found."""
-    doc = load_document(path, overrides)       # YAML -> plain data with locations, includes, --set overrides
+def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = (), read: Reader | None = None) -> Spec:
+    """Read, validate, lower and shape-check a spec file; raises DlspecError with every problem found.
+    `read` reads the file and its includes instead of the disk (a git revision: dlspec diff)."""
+    doc = load_document(path, overrides, read)  # YAML -> plain data with locations, includes, --set overrides
     validate_document(doc)                     # JSON Schema (schemas/dlspec.schema.json), all errors located
     if "model" not in doc.data:
         raise DlspecError.single("this file has no `model:` section (a block library can be included, not loaded)",
@@ -83,6 +84,25 @@ def load(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) ->
         graph = lower(doc)                     # blocks, repeats, residuals, variables -> flat IR, names resolved
         graph = infer_shapes(graph)            # symbolic shapes, wiring and tie checks
         return _spec(doc, graph)
+
+
+def draft(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> tuple[Graph | None, list[Problem]]:
+    """As far as the front end gets: the graph lowered and shape-checked up to its problems (a node after a failed
+    one has no types), and the problems; no graph when the document itself is refused. For pictures of a spec that
+    does not load; a missing file still raises."""
+    try:
+        doc = load_document(path, overrides)
+        validate_document(doc)
+    except DlspecError as exc:
+        if exc.usage:
+            raise
+        return None, list(exc.problems)
+    if "model" not in doc.data:
+        return None, [Problem("this file has no `model:` section", doc.locate(()), "")]
+    with D.assume(declared_bounds(doc)):
+        graph, problems = lower_draft(doc)
+        graph, more = infer_draft(graph)
+        return graph, problems + more
 
 
 def declared_bounds(doc: Document) -> dict[str, D.Bound]:

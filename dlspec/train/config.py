@@ -77,6 +77,7 @@ class TrainConfig:
     log_every: int
     progress: str
     tensorboard: bool
+    curves: bool
     peak_tflops: float | None
     init_from: Mapping[str, Any] | None
     freeze: tuple[str, ...]
@@ -141,7 +142,7 @@ def parse(training: Mapping[str, Any] | None, locate: Locate) -> TrainConfig:
         checkpoint_every=ckpt.get("every_steps"), checkpoint_keep=ckpt.get("keep"), best_metric=best_metric,
         best_mode=ckpt.get("best_mode") or metric_mode(best_metric or "loss"),
         log_every=logging.get("every_steps", 50), progress=logging.get("progress", "auto"),
-        tensorboard=logging.get("tensorboard", False), peak_tflops=logging.get("peak_tflops"),
+        tensorboard=logging.get("tensorboard", False), curves=logging.get("curves", True), peak_tflops=logging.get("peak_tflops"),
         init_from=t.get("init_from"),
         freeze=tuple(t.get("freeze", ())), unfreeze=tuple(t.get("unfreeze", ())), freeze_epochs=t.get("freeze_epochs"),
         strategy=dist.get("strategy"), backend=dist.get("backend", "auto"), timeout_s=dist.get("timeout_s", 300),
@@ -196,3 +197,44 @@ def _data(doc: Mapping[str, Any], path: tuple, problem: Report) -> DataConfig:
 
 def _default_metrics(loss: Kinded) -> list[str]:
     return ["loss", "accuracy"] if loss.definition.classes else ["loss"]
+
+
+def resolved(cfg: TrainConfig) -> dict[str, Any]:
+    """The training section with every default written out (what `dlspec config` prints and TensorBoard logs as
+    hparams): parsed again, it configures the same run."""
+    d = cfg.data
+    validation = {"dataset": _kinded(d.validation_dataset)} if d.validation_dataset else {"fraction": d.validation_fraction}
+    data = {"dataset": _kinded(d.dataset), "validation": validation, **_given(inputs=dict(d.inputs)),
+            "batch_size": d.batch_size, "eval_batch_size": d.eval_batch_size, "shuffle": d.shuffle,
+            "drop_last": d.drop_last, "num_workers": d.num_workers, "pin_memory": d.pin_memory,
+            **_given(normalize=dict(d.normalize), augment=[_kinded(a) for a in d.augment])}
+    losses = [_kinded(loss) for loss in cfg.losses]
+    clip = {"norm": cfg.clip_norm} if cfg.clip_norm is not None else {"value": cfg.clip_value}
+    return {
+        "seed": cfg.seed, "deterministic": cfg.deterministic, **_given(threads=cfg.threads), "device": cfg.device,
+        "precision": cfg.precision, "compile": dict(cfg.compile) or True if cfg.compile is not None else False,
+        "epochs": cfg.epochs, **_given(max_steps=cfg.max_steps), "data": data,
+        "loss": losses[0] if len(losses) == 1 else losses, "optimizer": _kinded(cfg.optimizer),
+        **_given(scheduler=_kinded(cfg.scheduler) if cfg.scheduler else None,
+                 grad_clip={k: v for k, v in clip.items() if v is not None}),
+        "accumulate": cfg.accumulate, "nan_guard": cfg.nan_guard,
+        "evaluation": {**_given(every_steps=cfg.eval_every_steps), "metrics": list(cfg.metrics),
+                       **_given(output=cfg.eval_output, target=cfg.eval_target)},
+        **_given(early_stopping=dict(cfg.early_stopping or {})),
+        "checkpoint": {**_given(every_steps=cfg.checkpoint_every, keep=cfg.checkpoint_keep, best_metric=cfg.best_metric),
+                       "best_mode": cfg.best_mode},
+        "logging": {"every_steps": cfg.log_every, "progress": cfg.progress, "tensorboard": cfg.tensorboard,
+                    "curves": cfg.curves, **_given(peak_tflops=cfg.peak_tflops)},
+        **_given(init_from=dict(cfg.init_from or {}), freeze=list(cfg.freeze), unfreeze=list(cfg.unfreeze)),
+        "distributed": {**_given(strategy=cfg.strategy), "backend": cfg.backend, "timeout_s": cfg.timeout_s},
+    }
+
+
+def _kinded(k: Kinded) -> dict[str, Any]:
+    registry_key = "op" if AUGMENTATIONS.kinds.get(k.kind) is k.definition else "kind"
+    return {registry_key: k.kind, **{name: value for name, value in k.options.items() if value is not None}}
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values that are set: not None, not empty."""
+    return {k: v for k, v in values.items() if v is not None and v != {} and v != []}

@@ -31,6 +31,7 @@ from dlspec.core.errors import DlspecError
 from dlspec.train import augment, checkpoint, config, distributed, losses, metrics, progress
 from dlspec.train import data as D
 from dlspec.train import device as devices
+from dlspec.train.curves import Refresher
 from dlspec.train.saver import Saver
 from dlspec.train.schedules import Schedule
 from dlspec.train.setup import Setup, prepare
@@ -103,6 +104,7 @@ class Trainer:
                                           progress_mode, self.run.tensorboard if self.cfg.tensorboard else None,
                                           s.spec.locate)
         self.saver = Saver(self.reporter)
+        self.curves = Refresher(self.run) if self.cfg.curves and self.world.main else None
         self.first_step, self.started = self.state.step, time.perf_counter()
         self.saved_at = self.state.step if s.saved else -1  # a resume starts at a good checkpoint
         self.evaluated_at, self.stop_reason, self.val, self.train_loss = -1, None, {}, float("nan")
@@ -126,6 +128,8 @@ class Trainer:
             return self._finish()
         finally:
             self.saver.pool.shutdown()  # a run that fails still finishes the checkpoint it was writing
+            if self.curves is not None:
+                self.curves.pool.shutdown()
 
     def _epoch(self) -> None:
         st, cfg = self.state, self.cfg
@@ -293,6 +297,8 @@ class Trainer:
         self.val, self.evaluated_at = values, st.step
         self.reporter.event({"event": "eval", "step": st.step, "epoch": st.epoch + (st.batch > 0), **values})
         self.reporter.say(f"eval step {st.step}: " + "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if self.curves is not None:
+            self.curves.refresh()
         self.schedule.after_eval(values)
         if cfg.best_metric in values and _improved(values[cfg.best_metric], st.best, cfg.best_mode, 0.0):
             st.best, st.best_step = values[cfg.best_metric], st.step
@@ -357,8 +363,12 @@ class Trainer:
         if st.best is not None:
             summary.update({"best_metric": self.cfg.best_metric, "best_value": st.best, "best_step": st.best_step})
         self.reporter.event({"event": "end", "step": st.step, **summary})
+        self.reporter.hparams(config.resolved(self.cfg), {k: v for k, v in summary.items() if k in self.val or k in (
+            "train_loss", "best_value", "best_step", "steps", "train_seconds", "examples_per_s", "tokens_per_s")}, st.step)
         if self.world.main:
             self.run.write_json("summary.json", summary)
+        if self.curves is not None:
+            self.curves.finish()
         self.reporter.say(progress.summary_table(summary), always=True)
         self.reporter.close()
         distributed.barrier(self.world)

@@ -41,15 +41,29 @@ class Reporter:
         return json.dumps({**record, "time": round(time.time(), 3)}, sort_keys=False) + "\n"
 
     def event(self, record: Mapping[str, Any], line: str | None = None) -> None:
-        """One JSON line per event (`line`, if already made); numbers also go to TensorBoard."""
+        """One JSON line per event (`line`, if already made); the train and eval metrics also go to TensorBoard
+        (not the counts of the other events: processes, batch, parameters are no curves)."""
         if not self.active:
             return
         with self.metrics_file.open("a", encoding="utf-8") as handle:
             handle.write(line or self.line(record))
-        if self.writer is not None and "step" in record:
+        if self.writer is not None and record["event"] in ("train", "eval"):
             for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                if _scalar(value) and key not in ("step", "epoch"):
                     self.writer.add_scalar(f"{record['event']}/{key}", value, record["step"])
+
+    def hparams(self, training: Mapping[str, Any], final: Mapping[str, Any], step: int) -> None:
+        """TensorBoard's hparams table: the resolved training section (flattened: `optimizer.lr`) beside the run's
+        final metrics (`final/val_accuracy`), so runs compare side by side."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+        metrics = {f"final/{k}": v for k, v in final.items() if _scalar(v)}
+        for summary in hparams({k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+                                for k, v in _flatten(training)}, metrics):
+            self.writer.file_writer.add_summary(summary)
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
 
     def progress(self, step: int, values: Mapping[str, float], eta_s: float) -> None:
         if not self.active or self.mode == "off":
@@ -79,6 +93,16 @@ class Reporter:
     def offset(self) -> int:
         """Bytes of metrics.jsonl written so far: a checkpoint records it so a resume can cut what came after."""
         return self.metrics_file.stat().st_size if self.active and self.metrics_file.exists() else 0
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _flatten(section: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    return [pair for key, value in section.items()
+            for pair in (_flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping) and value
+                         else [(f"{prefix}{key}", value)])]
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ RUN/weights.pt       the final weights
 RUN/summary.json     the final summary
 RUN/vocab.json       character-level text data: the alphabet and block size
 RUN/tokenizer.json   token data made with a BPE: its tokenizer (run.json's `tokenizer` says which, and the block)
+RUN/curves.png       loss, validation metrics, lr and throughput against step (logging.curves)
 RUN/tensorboard/     TensorBoard event files, with logging.tensorboard
 
 What inference needs to turn raw inputs into model inputs is in run.json, read with `RunDir.preprocessing()`.
@@ -31,10 +32,12 @@ from dlspec.front.document import dump_text
 from dlspec.train import checkpoint
 
 WEIGHTS_ORDER = ("best", "final", "last")
+MAX_METRICS_BYTES = 256 * 2**20  # a line per log step and evaluation: millions of steps
 
 
 # the files and folders a run writes: what `discard` may remove
-_RUN_FILES = ("spec.yaml", "run.json", "metrics.jsonl", "summary.json", "weights.pt", "vocab.json", "tokenizer.json")
+_RUN_FILES = ("spec.yaml", "run.json", "metrics.jsonl", "summary.json", "weights.pt", "vocab.json", "tokenizer.json",
+              "curves.png")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,35 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    def events(self) -> list[dict]:
+        """metrics.jsonl, one dict per event. A line still being written (the last, without its newline) is left
+        out, so a run can be read while it trains; a damaged line elsewhere is an error at its line."""
+        if not self.metrics.is_file():
+            raise DlspecError.single(f"{self.path} has no metrics.jsonl: it is not a run directory", usage=True,
+                                     hint="pass a directory `dlspec train` wrote (its --out, or runs/NAME)")
+        text = read_text(self.metrics, MAX_METRICS_BYTES, what="metrics logs")
+        lines = text.split("\n")
+        events = []
+        for number, line in enumerate(lines[:-1], start=1):  # the part after the last newline is unfinished
+            try:
+                event = json.loads(line)
+            except (ValueError, RecursionError):
+                event = None
+            if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+                raise DlspecError.single(f"{self.metrics}:{number}: not a metrics record: {shorten(line, 60)}",
+                                         Loc(str(self.metrics), number, 1), expected='one JSON object a line, {"event": ...}')
+            events.append(event)
+        return events
+
+    def summary(self) -> dict | None:
+        """summary.json: None while the run has not finished."""
+        return self.read_json("summary.json", "the summary dlspec train writes") if (self.path / "summary.json").is_file() \
+            else None
 
     def step_file(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:08d}.pt"
@@ -244,6 +276,20 @@ def _unstarted(path: Path) -> bool:
     names = {p.name for p in path.iterdir()}
     return (run.spec.is_file() and names <= set(_RUN_FILES) | {"tensorboard", "checkpoints"}
             and not run.checkpointed())
+
+
+def is_run(path: Path) -> bool:
+    return (path / "metrics.jsonl").is_file() and (path / "spec.yaml").is_file()
+
+
+def find(root: Path, depth: int = 3) -> list[RunDir]:
+    """The run directories at or under `root` (at most `depth` folders down), by path."""
+    if is_run(root):
+        return [RunDir(root)]
+    if depth == 0 or not root.is_dir():
+        return []
+    return [run for child in sorted(root.iterdir()) if child.is_dir() and not child.is_symlink()
+            for run in find(child, depth - 1)]
 
 
 def existing(path: Path) -> RunDir:

@@ -115,7 +115,10 @@ _REPORTING = {  # what the run reports and keeps, how it starts and where
         "progress": _str("auto: a progress bar on a terminal, plain lines otherwise.", ["auto", "bar", "lines",
                                                                                        "off"]),
         "tensorboard": _bool("Also write TensorBoard event files to RUN/tensorboard (needs the tensorboard "
-                             "package)."),
+                             "package): the train and validation scalars, and the training section as hparams "
+                             "with the final metrics."),
+        "curves": _bool("Draw RUN/curves.png (loss, validation metrics, lr, throughput against step) after "
+                        "evaluations and at the end (default true)."),
         "peak_tflops": _num("The device's peak dense TFLOP/s at the run's precision, for model FLOPs utilisation "
                             "(default: known for common GPUs; MFU is not reported where it is unknown).", 0),
     }),
