@@ -20,7 +20,8 @@ def _validate_add(p) -> None:
     _spec_args(p)
     p.add_argument("--format", choices=("text", "json"), default="text", help="json lists errors for editors and CI")
     p.add_argument("--no-data", action="store_true",
-                   help="skip the data checks (files, columns, fields against the inputs) of a training section")
+                   help="skip the data checks (files, columns, fields against the inputs) of a training section; "
+                   "its settings are still checked")
 
 
 def _validate_run(args) -> int:
@@ -29,7 +30,7 @@ def _validate_run(args) -> int:
     for path in args.specs:
         try:
             spec = load(path, args.overrides)
-            data = _check_data(spec) if spec.training is not None and not args.no_data else None
+            data = _check_training(spec, with_data=not args.no_data) if spec.training is not None else None
         except DlspecError as exc:
             if exc.usage and len(args.specs) == 1:
                 raise
@@ -56,8 +57,13 @@ def _validate_run(args) -> int:
     return 1 if failed else 0
 
 
-def _check_data(spec) -> dict:
-    """What `dlspec train` checks of the data before it builds the model; the examples it found."""
+def _check_training(spec, with_data: bool) -> dict | None:
+    """What `dlspec train` checks of its settings, and of the data (`with_data`) before it builds the model;
+    the examples it found."""
+    if not with_data:
+        from .train.config import parse
+        parse(spec.training, spec.locate)
+        return None
     from .train.setup import check_data
     data = check_data(spec)
     return {"train": len(data.train), "validation": len(data.val) if data.val is not None else 0}

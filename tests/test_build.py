@@ -173,6 +173,7 @@ def test_emitted_python_runs_with_torch_only(tmp_path, path, overrides, cls):
     torch.save(expected, tmp_path / "expected.pt")
     script = ("import sys; sys.modules['dlspec'] = None\n"  # importing dlspec now fails
               "import torch, runpy\n"
+              f"torch.set_num_threads({torch.get_num_threads()})\n"  # the same kernels' reduction order: equal bits
               f"ns = runpy.run_path({str(out)!r})\n"
               "assert set(sys.modules) & {'dlspec', 'numpy', 'sympy'} <= {'dlspec', 'numpy'}\n"
               f"m = ns[{cls!r}]().eval(); m.load_state_dict(torch.load('w.pt'))\n"

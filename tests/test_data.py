@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import runpy
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +16,12 @@ import pytest
 import torch
 from references import _stand_in
 from test_train import (
-    ENV,
     ROOT,
-    _wait_for_checkpoint,
     assert_same_tensors,
     assert_user_error,
     cli,
     events,
-    load,
+    kill_after_checkpoint,
     mlp,
     train,
     weights,
@@ -108,17 +102,7 @@ def test_a_gpt_learns_token_files_and_resumes_bit_exactly_after_sigkill(tmp_path
                 "checkpoint": {"every_steps": 10}, "logging": {"every_steps": 10}}
     spec = write_spec(tmp_path, gpt(64), training, "tokens")
     killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-m", "dlspec", "train", str(spec), "--out", str(killed)],
-                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for_checkpoint(child, killed, 20)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        _, err = child.communicate(timeout=60)
-    assert child.returncode in (-signal.SIGKILL, 0), err.decode()
-    assert load(killed / "checkpoints" / "last.pt")["step"] >= 20
+    kill_after_checkpoint(spec, killed, 20)
 
     reference = dlspec.train.train(dlspec.load(spec), tmp_path / "reference", progress="off")
     losses = [e["loss"] for e in events(tmp_path / "reference", "train")]
@@ -380,3 +364,13 @@ def test_a_run_that_fails_before_its_first_step_leaves_nothing_behind(tmp_path, 
         (tmp_path / "killed" / name).write_text("{}")
     summary = dlspec.train.train(spec, tmp_path / "killed", progress="off")
     assert summary["steps"] == 2 and (tmp_path / "killed" / "weights.pt").is_file()
+
+
+def test_worker_options_without_workers(capsys):
+    """`persistent_workers: true` with no workers is refused where it is written; `false` asks for nothing."""
+    spec = str(ROOT / "specs" / "digits-folder.yaml")
+    assert main(["validate", spec, "--no-data", "--set", "training.data.num_workers=0"]) == 1
+    assert "digits-folder.yaml:34:25: error: `persistent_workers` applies to loader worker processes" in \
+        capsys.readouterr().err
+    assert main(["validate", spec, "--no-data", "--set", "training.data.num_workers=0",
+                 "--set", "training.data.persistent_workers=false"]) == 0

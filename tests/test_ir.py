@@ -1,4 +1,8 @@
 """Stage 3: lowering to the flat IR (blocks, repeats, residuals, variables, ties, regions)."""
+import json
+import subprocess
+import sys
+
 import pytest
 from support import ROOT
 
@@ -133,10 +137,11 @@ def test_node_ids_may_be_any_module_name():
 def test_reserved_module_names_cover_the_installed_torch():
     """An id may not be an attribute of the generated classes: the list in dlspec/core/names.py holds every
     attribute nn.Module and FSDP give a module, so an id cannot hide one (or be refused by add_module)."""
-    import torch.nn as nn
-    from torch.distributed.fsdp import FSDPModule
-
     from dlspec.core.names import MODULE_ATTRIBUTES
-    have = set(dir(nn.Module)) | set(vars(nn.Module())) | set(dir(FSDPModule))
-    have = {name for name in have if not name.startswith("___")}  # marks torch.compile sets on nn.Module itself
+
+    # a fresh interpreter: libraries other tests import (transformers) add attributes to nn.Module
+    script = ("import json, torch.nn as nn\nfrom torch.distributed.fsdp import FSDPModule\n"
+              "print(json.dumps(sorted(set(dir(nn.Module)) | set(vars(nn.Module())) | set(dir(FSDPModule)))))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    have = {name for name in json.loads(done.stdout) if not name.startswith("___")}  # torch.compile's marks
     assert have - MODULE_ATTRIBUTES == set(), "add these to dlspec/core/names.py"

@@ -163,22 +163,29 @@ def _wait_for_checkpoint(child: subprocess.Popen, run: Path, step: int, timeout:
     pytest.fail(f"no checkpoint of step {step} within {timeout} s")
 
 
-def test_kill_and_resume_is_bit_exact(tmp_path):
-    """SIGKILL a training child after a checkpoint, resume it, and get the uninterrupted run's exact weights."""
-    spec = write_spec(tmp_path, mlp(dropout=0.2), {"threads": 1, **RESUME_TRAINING}, "resume")
-    killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-m", "dlspec", "train", str(spec), "--out", str(killed)],
+def kill_after_checkpoint(spec: Path, run: Path, step: int) -> int:
+    """Train `spec` into `run` in a child process, SIGKILL it once a checkpoint of `step` or later is on disk;
+    the step of its last.pt."""
+    child = subprocess.Popen([sys.executable, "-m", "dlspec", "train", str(spec), "--out", str(run)],
                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_checkpoint(child, killed, 20)
+        _wait_for_checkpoint(child, run, step)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         if child.poll() is None:
             child.kill()
         _, err = child.communicate(timeout=60)
     assert child.returncode in (-signal.SIGKILL, 0), err.decode()
-    checkpointed = load(killed / "checkpoints" / "last.pt")["step"]
-    assert checkpointed >= 20
+    checkpointed = load(run / "checkpoints" / "last.pt")["step"]
+    assert checkpointed >= step
+    return checkpointed
+
+
+def test_kill_and_resume_is_bit_exact(tmp_path):
+    """SIGKILL a training child after a checkpoint, resume it, and get the uninterrupted run's exact weights."""
+    spec = write_spec(tmp_path, mlp(dropout=0.2), {"threads": 1, **RESUME_TRAINING}, "resume")
+    killed = tmp_path / "killed"
+    checkpointed = kill_after_checkpoint(spec, killed, 20)
 
     # The uninterrupted run, in this process.
     reference = dlspec.train.train(dlspec.load(spec), tmp_path / "reference", progress="off")

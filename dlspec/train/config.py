@@ -180,8 +180,8 @@ def _data(doc: Mapping[str, Any], path: tuple, problem: Report) -> DataConfig:
         problem(path + ("validation", "fraction"), f"validation fraction {fraction} is out of range", "0 <= fraction < 1")
     batch = doc.get("batch_size", 32)
     workers = doc.get("num_workers", 0)
-    for key in ("persistent_workers", "prefetch_factor"):
-        if key in doc and not workers:
+    for key in ("persistent_workers", "prefetch_factor"):  # `false`/null ask for nothing: fine with no workers
+        if doc.get(key) not in (None, False) and not workers:
             problem(path + (key,), f"`{key}` applies to loader worker processes, and num_workers is 0",
                     "num_workers: 1 or more", "drop it, or set num_workers")
     return DataConfig(
