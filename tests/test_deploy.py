@@ -352,7 +352,7 @@ def test_the_default_opset_is_the_newest_the_installed_onnxruntime_loads(monkeyp
                     reason="set DLSPEC_LOWEST_ONNXRUNTIME to a folder holding the lowest declared onnxruntime "
                            "(pip install --no-deps --target DIR onnxruntime==1.19.2)")
 def test_an_export_under_the_lowest_declared_onnxruntime_loads_and_passes(run, tmp_path):
-    folder = os.environ["DLSPEC_LOWEST_ONNXRUNTIME"]
+    folder = str(Path(os.environ["DLSPEC_LOWEST_ONNXRUNTIME"]).resolve())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([folder, str(REPO)]), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "dlspec", "export", str(DIGITS), "--checkpoint", str(run), "--out",
                            str(tmp_path), "--variants", "fp16,int8_dynamic"], capture_output=True, text=True, env=env,
