@@ -24,7 +24,7 @@ COMMANDS = {
     "data": ("dlspec.train.datacli", "", "prepare data: tokenize text into token files"),
     "export": ("dlspec.export.cli", "", "export to ONNX, TorchScript and torch.export, and prove parity"),
     "verify": ("dlspec.export.verify", "", "re-check an exported file (ONNX, TorchScript, .pt2) against the spec's eager model"),
-    "predict": ("dlspec.export.predict", "", "run an exported file or a run on examples (CSV, .npz, images, text): top "
+    "predict": ("dlspec.export.cli", "predict", "run an exported file or a run on examples (CSV, .npz, images, text): top "
                 "classes by name"),
     "schema": ("dlspec.commands", "schema", "print the JSON Schema of the spec language"),
     "config": ("dlspec.look.config", "", "print the resolved spec as YAML: overrides applied, defaults written out"),

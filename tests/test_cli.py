@@ -136,3 +136,12 @@ def test_an_unreadable_checkpoint_says_why_in_one_line(tmp_path, capsys, write, 
     assert f"cannot read checkpoint {bad}" in err and says in err
     assert "PyTorch 2.6" not in err and "Traceback" not in err  # torch's advice stays out; the reason stays in
     assert not out.exists()
+
+
+def test_validate_and_the_command_line_load_neither_torch_nor_onnx():
+    """Every command's arguments are registered without its work's imports: validate stays a second, not six."""
+    code = ("import sys; from dlspec.cli import main; code = main(['validate', 'specs/gpt2-small.yaml', '--no-data']); "
+            "loaded = sorted({'torch', 'onnx', 'onnxruntime', 'matplotlib'} & set(sys.modules)); "
+            "sys.exit(code or (f'loaded {loaded}' if loaded else 0))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,8 +1,10 @@
-"""`dlspec export SPEC [--checkpoint FILE|RUN_DIR] [--format onnx,torchscript,pt2] [--out DIR]`"""
+"""`dlspec export SPEC [--checkpoint FILE|RUN_DIR] [--format onnx,torchscript,pt2] [--out DIR]`, and the command
+line of `dlspec predict` (its work is in predict.py, which imports torch and onnx only when it runs)."""
 from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 
 from dlspec.core.args import SEED, bounded_int, finite_float
 from dlspec.core.errors import DlspecError
@@ -66,3 +68,25 @@ def run(args: argparse.Namespace) -> int:
     if result.problems:
         raise DlspecError(result.problems)
     return 0
+
+
+def _predict_add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="ARTIFACT|RUN", help="an exported .onnx, .pt2 or TorchScript file, or a run directory")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="a .csv (a header row, one row per example), an .npz (one array per input), image files or a "
+                        "folder of them, or a .txt (one text per line)")
+    p.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to continue (repeatable)")
+    p.add_argument("--out", metavar="FILE", help="write every prediction to FILE: .csv or .json")
+    p.add_argument("--top", type=bounded_int(1, 1000), default=3, help="classes shown per example (default 3)")
+    p.add_argument("--batch-size", type=bounded_int(1, 1 << 16), default=64, help="examples per run (default 64)")
+    p.add_argument("--pixel-scale", type=finite_float, metavar="X",
+                   help="multiply image pixels (0..255) by X, for a model whose data set gives images in other units "
+                        "(the bundled 8x8 digits are 0..16: 0.0627)")
+
+
+def _predict_run(args: argparse.Namespace) -> int:
+    from .predict import run as predict_run
+    return predict_run(args)
+
+
+predict = SimpleNamespace(add_arguments=_predict_add, run=_predict_run)

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 import dlspec
-from dlspec.core.args import bounded_int, finite_float
 from dlspec.core.errors import DlspecError, gist
 from dlspec.core.files import atomic_write_text
 from dlspec.front.document import dump_text
@@ -33,20 +32,6 @@ from . import weights as W
 from .formats import format_of
 
 _SHOWN = 20  # examples printed; all of them go to --out
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="ARTIFACT|RUN", help="an exported .onnx, .pt2 or TorchScript file, or a run directory")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="a .csv (a header row, one row per example), an .npz (one array per input), image files or a "
-                        "folder of them, or a .txt (one text per line)")
-    p.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to continue (repeatable)")
-    p.add_argument("--out", metavar="FILE", help="write every prediction to FILE: .csv or .json")
-    p.add_argument("--top", type=bounded_int(1, 1000), default=3, help="classes shown per example (default 3)")
-    p.add_argument("--batch-size", type=bounded_int(1, 1 << 16), default=64, help="examples per run (default 64)")
-    p.add_argument("--pixel-scale", type=finite_float, metavar="X",
-                   help="multiply image pixels (0..255) by X, for a model whose data set gives images in other units "
-                        "(the bundled 8x8 digits are 0..16: 0.0627)")
 
 
 @dataclass(frozen=True)

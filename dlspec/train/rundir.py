@@ -29,7 +29,6 @@ from dlspec.core.errors import DlspecError, Loc, shorten
 from dlspec.core.files import atomic_write_text, leftover_temporaries
 from dlspec.core.reading import read_text
 from dlspec.front.document import dump_text
-from dlspec.train import checkpoint
 
 WEIGHTS_ORDER = ("best", "final", "last")
 MAX_METRICS_BYTES = 256 * 2**20  # a line per log step and evaluation: millions of steps
@@ -307,6 +306,8 @@ def load_last(run: RunDir) -> dict:
     steps = run.step_files()
     hint = (f"the newest step checkpoint is {steps[-1]}; copy it over {run.last} to resume from there"
             if steps else "nothing else to resume from: start the run again")
+    from dlspec.train import checkpoint  # torch: reading a run's files (`dlspec runs`, plot) does not need it
+
     state = checkpoint.load(run.last, hint=hint)
     if state.get("kind") != "checkpoint":
         raise DlspecError.single(f"{run.last} holds {str(state.get('kind') or 'unknown')[:40]} data, not a training "
@@ -346,6 +347,8 @@ def check_same_model(state: dict, spec: Any, force: bool) -> list[str]:
     """The changes between the checkpoint's model and the spec's; refused unless `force`."""
     if state.get("spec_hash") == spec.spec_hash:
         return []
+    from dlspec.train import checkpoint
+
     changes = checkpoint.describe_changes(state.get("model_document", {}), checkpoint.model_document(spec.document))
     changes = changes or ["the model's computation differs (a standard block or default changed)"]
     if not force:
