@@ -80,9 +80,11 @@ def generate(graph: Graph, name: str, *, standalone: bool = False, header: str =
             any("checkpoint(" in text for text, _ in root):
         head.append("from torch.utils.checkpoint import checkpoint")
     if custom and standalone:
-        head += ["import math", "from typing import Optional"]
-        for cls in custom:
-            head += ["", "", inspect.getsource(getattr(custom_modules, cls)).rstrip()]
+        copied = [inspect.getsource(getattr(custom_modules, cls)).rstrip() for cls in custom]
+        head += [line for line, word in (("import math", "math."), ("from typing import Optional", "Optional["))
+                 if any(word in source for source in copied)]
+        for source in copied:
+            head += ["", "", source]
     elif custom:
         head.append(f"from dlspec.core.modules import {', '.join(custom)}")
 

@@ -9,23 +9,17 @@ import torch.nn.functional as F
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head (grouped-query) attention on F.scaled_dot_product_attention, so CUDA picks
-    flash or memory-efficient kernels. Self-attention projects q, k, v with one fused matmul (`qkv`;
-    `q` and `kv` for cross-attention); `rope` rotates queries and keys by position before attending (Llama).
-    `names` renames the projections by role; `bias` is true, false or the roles that have one."""
+    """Multi-head (grouped-query) attention on F.scaled_dot_product_attention, which picks flash kernels on CUDA.
+    Self-attention projects q, k, v with one fused `qkv` matmul (`q` and `kv` for cross-attention); `rope` rotates
+    q and k by position (Llama); `names` renames the projections by role; `bias`: true, false or the roles with one."""
 
     def __init__(self, dim: int, heads: int, kv_heads: Optional[int] = None, causal: bool = False,
                  dropout: float = 0.0, bias=True, cross: bool = False, kv_dim: Optional[int] = None,
                  rope: Optional[nn.Module] = None, names: Optional[dict] = None):
         super().__init__()
-        self.heads = heads
-        self.kv_heads = kv_heads or heads
-        self.head_dim = dim // heads
+        self.dim, self.heads, self.kv_heads, self.head_dim = dim, heads, kv_heads or heads, dim // heads
         self.kv_width = self.kv_heads * self.head_dim
-        self.dim = dim
-        self.causal = causal
-        self.dropout = dropout
-        self.cross = cross
+        self.causal, self.dropout, self.cross = causal, dropout, cross
         self.build(kv_dim or dim, bias, names or {})
         if rope is not None:
             self.rope = rope
@@ -46,10 +40,7 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, memory: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, C = x.shape
-        source = x
-        if memory is not None:  # cross-attention: keys and values come from memory
-            source = memory
-        q, k, v = self.project(x, source)
+        q, k, v = self.project(x, memory if memory is not None else x)  # across: keys and values from memory
         S = k.size(1)
         q = q.view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
@@ -126,21 +117,29 @@ class InProjAttention(MultiHeadAttention):
 
 
 class PositionalEmbedding(nn.Module):
-    """Adds position embeddings to (B, T, D): a learned [max_len, D] table or fixed sinusoids."""
+    """Adds a learned [max_len, D] position table to (B, T, D)."""
 
-    def __init__(self, max_len: int, dim: int, kind: str = "learned"):
+    def __init__(self, max_len: int, dim: int):
         super().__init__()
-        if kind == "learned":
-            self.weight = nn.Parameter(torch.empty(max_len, dim))
-            nn.init.normal_(self.weight)
-        else:
-            position = torch.arange(max_len).unsqueeze(1)
-            freq = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-            table = torch.zeros(max_len, dim)
-            table[:, 0::2] = torch.sin(position * freq)
-            table[:, 1::2] = torch.cos(position * freq[: dim // 2])
-            # not persistent: it is a function of the shape, not state worth saving
-            self.register_buffer("weight", table, persistent=False)
+        self.weight = nn.Parameter(torch.empty(max_len, dim))
+        nn.init.normal_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[: x.size(1)].to(x.dtype)
+
+
+class SinusoidalPositions(nn.Module):
+    """Adds fixed sinusoids of position to (B, T, D), as the original Transformer does."""
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        position = torch.arange(max_len).unsqueeze(1)
+        freq = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        table = torch.zeros(max_len, dim)
+        table[:, 0::2] = torch.sin(position * freq)
+        table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+        # not persistent: it is a function of the shape, not state worth saving
+        self.register_buffer("weight", table, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight[: x.size(1)].to(x.dtype)

@@ -40,14 +40,16 @@ def _pos_rule(a, ins):
     return [t]
 
 
+_POSITIONS = {"learned": "PositionalEmbedding", "sinusoidal": "SinusoidalPositions"}
+
 register(LayerKind(
     "pos_embedding", "Adds position embeddings to a (B, T, D) sequence: learned (a [max_len, D] table) or sinusoidal (fixed).",
     (Attr("max_len", "int", "longest sequence supported", minimum=1), Attr("dim", "int", "model width D", minimum=1),
      Attr("kind", "str", "learned or sinusoidal", "learned", choices=("learned", "sinusoidal"))),
     _pos_rule, module_call,
-    construct=lambda a: f"PositionalEmbedding({a['max_len']}, {a['dim']}, {a['kind']!r})",
+    construct=lambda a: f"{_POSITIONS[a['kind']]}({a['max_len']}, {a['dim']})",
     params=lambda a: {"weight": (a["max_len"], a["dim"])} if a["kind"] == "learned" else {},
-    module_classes=("PositionalEmbedding",),
+    module_classes=tuple(_POSITIONS.values()),
     limits=lambda a, ins: [(ins[0].shape[1], a["max_len"], "max_len")],
 ))
 
