@@ -110,6 +110,20 @@ def test_verify_fails_a_backdoored_onnx_naming_the_added_nodes(exported, tmp_pat
     assert "weight 'boost' is not in the re-derived export" in err
 
 
+def test_verify_fails_one_flipped_bit_in_a_weight_naming_it(exported, tmp_path, capsys):
+    """A 4-bit change to one value of one weight leaves random-input parity within tolerance often enough to
+    pass it; the exact comparison with the re-derived file names the weight and the value."""
+    model = onnx.load(str(exported / "seed-mlp.onnx"))
+    weight = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    values = numpy_helper.to_array(weight).copy()
+    values.view(np.uint32).flat[7] ^= 0b1111  # the mantissa's lowest bits: a change of about 1e-6 relative
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(tmp_path / "seed-mlp.onnx"))
+    code, out, err = cli(capsys, "verify", tmp_path / "seed-mlp.onnx", "--spec", SPEC)
+    assert code == 1 and "content: DIFFERS" in out
+    assert f"weight '{weight.name}' differs in 1 of {values.size} values (first at flat index 7" in err
+
+
 def test_exports_are_byte_identical_and_record_their_hashes(exported, tmp_path):
     assert main(["export", str(SPEC), "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "parity.json").read_text())
