@@ -6,7 +6,10 @@ import io
 import json
 import os
 import pickle
+import shutil
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -132,6 +135,26 @@ def test_exports_are_byte_identical_and_record_their_hashes(exported, tmp_path):
         assert first == second, artifact["file"]
         assert len(artifact["sha256"]) == 64 and len(artifact["content_sha256"]) == 64
     assert json.loads((exported / "parity.json").read_text())["artifacts"] == report["artifacts"]
+
+
+def test_an_export_from_another_installation_verifies_here(tmp_path, capsys):
+    """dlspec installed elsewhere (a teammate's machine, CI) exports the same model: every file verifies here,
+    and the .onnx and .pt2 are the same bytes (no stack trace naming where the packages live)."""
+    elsewhere = tmp_path / "site"
+    shutil.copytree(ROOT / "dlspec", elsewhere / "dlspec", ignore=shutil.ignore_patterns("__pycache__"))
+    spec = ROOT / "specs" / "char-gpt.yaml"  # attention: a class of dlspec's own, scripted from its source file
+    small = ["--set", "model.vars.layers=1", "--set", "model.vars.d_model=16", "--set", "model.dims.T.example=8"]
+    script = "import sys, dlspec.cli; assert dlspec.cli.__file__.startswith(sys.argv[1]); sys.exit(dlspec.cli.main(sys.argv[2:]))"
+    done = subprocess.run([sys.executable, "-c", script, str(elsewhere), "export", str(spec), "--out",
+                           str(tmp_path / "there"), *small], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(elsewhere)}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert main(["export", str(spec), "--out", str(tmp_path / "here"), *small]) == 0
+    for name in ("char-gpt.onnx", "char-gpt.pt2"):
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+    for name in ("char-gpt.onnx", "char-gpt.pt2", "char-gpt.torchscript.pt"):
+        assert main(["verify", str(tmp_path / "there" / name), "--spec", str(spec), *small]) == 0, \
+            capsys.readouterr().err
 
 
 def test_verify_refuses_recorded_sizes_it_cannot_allocate(exported, tmp_path, capsys):

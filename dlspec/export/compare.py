@@ -1,9 +1,10 @@
 """Is an exported file the one dlspec makes from this spec and these weights?
 
 Random-input parity cannot see a node that fires on one input value, or a few flipped weight bits.
-Exports are deterministic (the same spec, weights and versions give byte-identical files), so `verify`
-exports again and compares content: every graph node and every weight, exactly. The provenance record
-is left out of the comparison (it names the checkpoint path as typed) and checked on its own.
+Exports are deterministic (the same spec, weights and versions give byte-identical files, wherever the
+packages are installed), so `verify` exports again and compares content: every graph node and every weight,
+exactly. The provenance record is left out of the comparison (it names the checkpoint path as typed) and
+checked on its own; so is TorchScript's debug info, which names the installed source files.
 
 An artifact is never loaded before its content matched: a file that differs is reported, not run.
 """
@@ -26,13 +27,15 @@ from dlspec.core.reading import read_bytes
 from .provenance import ARCHIVE_ENTRY
 from .to_onnx import read_model
 
-# archive members that are not content: the provenance record, and the id torch writes into every zip
+# archive members that are not content: the provenance record, the id torch writes into every zip, and
+# TorchScript's debug info (source ranges, naming the files of dlspec and torch where they are installed)
 _NOT_CONTENT = {"extra/" + ARCHIVE_ENTRY, ".data/serialization_id"}
+_DEBUG_INFO = ".debug_pkl"
 _LISTED = 5  # differences named per kind; the count of the rest is given
 
 
 def content_hash(fmt: str, path: Path) -> str:
-    """sha256 of what the file computes with: its graph and weights, without the provenance record."""
+    """sha256 of what the file computes with: its graph and weights, without the provenance record (or debug info)."""
     digest = hashlib.sha256()
     if fmt == "onnx":
         model = _content_model(path)
@@ -41,9 +44,8 @@ def content_hash(fmt: str, path: Path) -> str:
         digest.update(data or b"")
         return digest.hexdigest()
     with Archive(path, memory_limit(), "exported files") as archive:
-        for name in archive.names():
-            if name not in _NOT_CONTENT:
-                digest.update(name.encode() + b"\0" + hashlib.sha256(archive.read(name)).digest())
+        for name in _content_names(archive):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(archive.read(name)).digest())
     return digest.hexdigest()
 
 
@@ -176,7 +178,7 @@ def _describe_weight(name: str, a: onnx.TensorProto, e: onnx.TensorProto) -> str
 # ---- TorchScript and .pt2 archives --------------------------------------------------------------------------
 
 def _archive_differences(fmt: str, a: Archive, e: Archive) -> list[str]:
-    names_a, names_e = set(a.names()) - _NOT_CONTENT, set(e.names()) - _NOT_CONTENT
+    names_a, names_e = set(_content_names(a)), set(_content_names(e))
     found = [f"member {n} is not in the re-derived export" for n in sorted(names_a - names_e)[:_LISTED]]
     found += [f"member {n} is missing" for n in sorted(names_e - names_a)[:_LISTED]]
     weights = _weight_files(e) if fmt == "pt2" else {}
@@ -193,6 +195,10 @@ def _archive_differences(fmt: str, a: Archive, e: Archive) -> list[str]:
         else:
             found.append(f"member {name} differs")
     return found
+
+
+def _content_names(archive: Archive) -> list[str]:
+    return [n for n in archive.names() if n not in _NOT_CONTENT and not n.endswith(_DEBUG_INFO)]
 
 
 def _weight_files(e: Archive) -> dict[str, str]:

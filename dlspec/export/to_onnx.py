@@ -15,7 +15,7 @@ import torch
 
 from dlspec.core.reading import open_checked
 
-from .files import publish, staging
+from .files import publish, staging, without_stack_traces
 from .provenance import from_onnx_metadata, to_onnx_metadata
 from .quiet import quiet
 
@@ -28,9 +28,10 @@ _PROTOBUF_LIMIT = 2**31 - 1
 
 def write(job, path: Path) -> tuple[str, str]:
     spec = job.spec
-    with quiet():
+    exported = job.exported()
+    with quiet(), without_stack_traces(exported):
         program = torch.onnx.export(
-            job.exported(), job.example_inputs, dynamo=True, opset_version=job.config.opset,
+            exported, job.example_inputs, dynamo=True, opset_version=job.config.opset,
             input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
             optimize=True, verbose=False)
     program.rename_axes(_axis_names(program, spec, job.config.dynamic))

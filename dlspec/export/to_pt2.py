@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from .files import publish, staging
+from .files import publish, staging, without_stack_traces
 from .provenance import ARCHIVE_ENTRY, dumps, read_archive_record
 from .quiet import quiet
 from .runners import torch_runner
@@ -13,7 +13,7 @@ from .runners import torch_runner
 
 def write(job, path: Path) -> tuple[str, str]:
     program = job.exported()
-    with staging(path.parent) as tmp, quiet():
+    with staging(path.parent) as tmp, quiet(), without_stack_traces(program):
         staged = tmp / path.name
         torch.export.save(program, staged, extra_files={ARCHIVE_ENTRY: dumps(job.record)})
         publish(staged, path)
