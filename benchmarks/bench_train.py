@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # measure this working tree's dlspec, installed or not
 SPEC = ROOT / "specs" / "digits-cnn.yaml"
 LR, DECAY, BATCH, EVAL_BATCH, LOG_EVERY, SEED = 3e-3, 0.01, 32, 256, 50, 0
 
