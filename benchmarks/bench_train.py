@@ -11,7 +11,11 @@ each epoch, the loss logged every 50 steps, one thread:
   dlspec       `dlspec.train.train(spec)`: the CLI's loop, metrics.jsonl, exact-resume checkpoints
   hand-written the loop a careful engineer writes in plain PyTorch (nanoGPT style)
   lightning    a LightningModule and Lightning's Trainer (CSV logger, ModelCheckpoint best + last); skipped
-               when Lightning is not installed (`pip install -c constraints.txt -e ".[bench]"`)
+               when Lightning is not installed (`pip install -c constraints.txt -e ".[bench]"`). Lightning
+               imports torchmetrics, which imports torchvision when it is installed, and PyPI's torchvision
+               wheel does not load beside a CPU build of torch (the dev install has both): there, give it a
+               virtual environment of its own, `--lightning-python VENV/bin/python`, made with
+               `pip install -c constraints.txt torch==2.13.0 -e ".[bench]"`
 
 Each run is a fresh process; the variants take turns round by round (the order rotating) so that load from
 elsewhere on the machine hits them alike. `job` is the whole job once the libraries are imported (loading
@@ -23,7 +27,7 @@ their ratio to the hand-written loop, and the least job CPU of any round (the le
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import statistics
@@ -181,13 +185,13 @@ def one(variant: str, out: Path, epochs: int) -> dict:
     return {**result, "job": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
-def measure(variant: str, epochs: int, folder: Path) -> dict:
-    """One run in a fresh process: its own figures, and the process's wall time."""
+def measure(variant: str, epochs: int, folder: Path, python: str) -> dict:
+    """One run in a fresh process of `python`: its own figures, and the process's wall time."""
     out = folder / f"{variant}-{len(list(folder.iterdir()))}"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--one", variant, "--out", str(out), "--epochs", str(epochs)],
+    done = subprocess.run([python, __file__, "--one", variant, "--out", str(out), "--epochs", str(epochs)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -216,26 +220,30 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def _lightning_missing() -> str:
-    """Why Lightning cannot run here, or "". It imports torchmetrics, which imports an installed torchvision: PyPI's
-    torchvision wheel, beside a CPU build of torch (the dev install on a CPU machine), fails at import."""
-    if importlib.util.find_spec("lightning") is None:
+def _lightning_missing(python: str) -> str:
+    """Why Lightning cannot run in `python`, or "" (see the module's docstring)."""
+    done = subprocess.run([python, "-c", "import lightning, dlspec, sklearn"], capture_output=True, text=True)
+    if done.returncode == 0:
+        return ""
+    if "No module named 'lightning'" in done.stderr:
         return 'Lightning is not installed (pip install -c constraints.txt -e ".[bench]" adds it)'
-    done = subprocess.run([sys.executable, "-c", "import lightning"], capture_output=True, text=True)
-    return f"Lightning does not import here ({done.stderr.strip().splitlines()[-1][:160]})" if done.returncode else ""
+    return (f"Lightning does not import in {python} ({done.stderr.strip().splitlines()[-1][:160]}); "
+            "--lightning-python names an environment where it does")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant (the median is shown)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs per run (the spec's 12)")
+    parser.add_argument("--lightning-python", default=sys.executable,
+                        help="the interpreter of an environment with Lightning (default: this one)")
     parser.add_argument("--one", choices=tuple(RUNNERS), help=argparse.SUPPRESS)  # a single run, in this process
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.out, args.epochs)))
         return
-    missing = _lightning_missing()
+    missing = _lightning_missing(args.lightning_python)
     variants = [v for v in RUNNERS if v != "lightning" or not missing]
     if missing:
         print(f"{missing}: comparing dlspec with the hand-written loop only")
@@ -243,7 +251,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dlspec-bench-") as tmp:
         for round_ in range(args.rounds):
             for variant in variants[round_ % len(variants):] + variants[:round_ % len(variants)]:
-                results[variant].append(measure(variant, args.epochs, Path(tmp)))
+                python = args.lightning_python if variant == "lightning" else sys.executable
+                results[variant].append(measure(variant, args.epochs, Path(tmp), python))
                 print(f"round {round_ + 1}: {variant} {results[variant][-1]['job']:.2f} s", file=sys.stderr)
     print(f"digits-cnn recipe, {args.epochs} epochs, 1 thread, {args.rounds} interleaved rounds, torch "
           f"{__import__('torch').__version__}, {os.cpu_count()} cores")

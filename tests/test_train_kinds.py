@@ -81,6 +81,26 @@ def test_a_new_loss_is_one_definition(tmp_path, monkeypatch):
         front_schema._validator.cache_clear()
 
 
+
+def test_a_loss_adds_no_op_to_torchs_own():
+    """Every op on the loss is a node of every step's autograd graph: one term at scale 1 is torch's own loss
+    (its graph ends in torch's node), and several are their weighted sum."""
+    import torch.nn.functional as F
+
+    from dlspec.train.losses import LossTerm, total
+    parse = (lambda options: LOSSES.parse(options, ("loss",), lambda *problem: None))
+    cross_entropy, mse = parse({"kind": "cross_entropy"}), parse({"kind": "mse"})
+    logits, labels = torch.randn(8, 5, requires_grad=True), torch.randint(0, 5, (8,))
+    values, targets = torch.randn(8, 1, requires_grad=True), torch.randn(8)
+    ce = LossTerm("cross_entropy", 0, "logits", "label", 1.0, cross_entropy.definition.build(cross_entropy), True, -100)
+    alone = total((ce,), (logits, values), {"label": labels})
+    expected = F.cross_entropy(logits, labels)
+    assert type(alone.grad_fn).__name__ == type(expected.grad_fn).__name__ == "NllLossBackward0"
+    assert torch.equal(alone, expected)
+    both = total((ce, LossTerm("mse", 1, "values", "y", 0.5, mse.definition.build(mse), False, None)),
+                 (logits, values), {"label": labels, "y": targets})
+    assert torch.allclose(both, expected + 0.5 * F.mse_loss(values, targets[:, None]))
+
 def _model_and_data(run):
     import dlspec
     from dlspec.train.datasets import Source, load

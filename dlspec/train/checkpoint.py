@@ -10,6 +10,7 @@ old checkpoint or the new one, never half of one.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import random
@@ -112,6 +113,7 @@ def check_sealed(obj: dict, path: Path, hint: str | None = None) -> None:
                                      "use another checkpoint")
 
 
+@functools.cache  # read from the installed packages' metadata: once per process, not per checkpoint
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
     try:

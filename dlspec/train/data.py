@@ -16,6 +16,7 @@ batch of any epoch, with or without workers.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -246,14 +247,18 @@ class Pipeline:
         batch = self.table.gather(positions)
         if self.before:
             self._transform(batch, self.before, epoch, positions)
-        for name, stat in self.stats.items():
-            values = batch[name]
-            ndim = values.ndim - 1
-            batch[name] = (values - _broadcast(stat["mean"], ndim).to(values.dtype)) / _broadcast(
-                stat["std"], ndim).to(values.dtype)
+        for name, (mean, std) in self._statistics.items():
+            batch[name] = (batch[name] - mean) / std
         if self.after:
             self._transform(batch, self.after, epoch, positions)
         return batch
+
+    @functools.cached_property
+    def _statistics(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Field -> (mean, std) in the field's dtype, shaped to broadcast over a batch: made once, not per batch."""
+        return {name: tuple(_broadcast(stat[key], len(self.table.example_shape(name))).to(self.table.dtype(name))
+                            for key in ("mean", "std"))
+                for name, stat in self.stats.items()}
 
     def _transform(self, batch: dict, transforms: tuple, epoch: int, positions: torch.Tensor) -> None:
         for field in dict.fromkeys(t.field for t in transforms):

@@ -3,8 +3,8 @@
 Nothing here is home-made: processes come from torchrun (or `--nproc`, which
 runs torchrun for the user), gradients are averaged by DistributedDataParallel
 or sharded by FSDP2's `fully_shard` (each block instance, then the model: the
-standard transformer recipe), and checkpoints are gathered with
-`torch.distributed.checkpoint.state_dict`. Outside torchrun everything is a
+standard transformer recipe), and FSDP's checkpoints are gathered with
+`torch.distributed.checkpoint.state_dict` (whole parameters need no gathering). Outside torchrun everything is a
 no-op with world size 1, so the training loop has one code path. `wrap` also
 applies `torch.compile`: to the whole model, or to each block (regional).
 """
@@ -211,20 +211,20 @@ def _shardable(model: torch.nn.Module) -> list[torch.nn.Module]:
             if all(m in inside[k] for p in unit.parameters() for m in holders[id(p)])]
 
 
-@contextlib.contextmanager
-def gradient_sync(model: torch.nn.Module, world: World, sync: bool):
+def gradient_sync(model: torch.nn.Module, world: World, sync: bool) -> contextlib.AbstractContextManager:
     """Skip the gradient all-reduce on micro-batches that only accumulate (DDP no_sync; FSDP's switch)."""
     if world.size == 1 or sync:
+        return contextlib.nullcontext()
+    return model.no_sync() if world.strategy != "fsdp" else _fsdp_no_sync(model)
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model: torch.nn.Module):
+    model.set_requires_gradient_sync(False)
+    try:
         yield
-    elif world.strategy == "fsdp":
-        model.set_requires_gradient_sync(False)
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)
-    else:
-        with model.no_sync():
-            yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
@@ -256,14 +256,34 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, world: World) -> tuple[dict, dict]:
     """Gathered (unsharded) model and optimizer state on the CPU, keyed by parameter name.
 
     The same format for one process, DDP and FSDP, so a run can resume under another strategy or world size.
     Under FSDP every rank must call it (it all-gathers).
     """
+    if world.strategy != "fsdp":
+        return model_state(model, world), _named_optimizer_state(model, optimizer)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
     return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def model_state(model: torch.nn.Module, world: World) -> dict:
+    """full_state's model part alone (best.pt and the final weights need no optimizer)."""
+    if world.strategy != "fsdp":  # the parameters are whole here: torch.distributed.checkpoint would only rename them
+        return {name: value.cpu() for name, value in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _named_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """optimizer.state_dict() with parameter names for its positions, as get_state_dict writes it."""
+    names = {param: name for name, param in model.named_parameters()}
+    order = [names[param] for group in optimizer.param_groups for param in group["params"]]
+    saved = optimizer.state_dict()
+    return {"state": {order[i]: {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+                      for i, values in saved["state"].items()},
+            "param_groups": [{**group, "params": [order[i] for i in group["params"]]} for group in saved["param_groups"]]}
 
 
 def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,

@@ -12,9 +12,10 @@ global RNGs, which drive dropout) or a pure function of (seed, epoch, batch) (da
 index. (3) Nothing draws from the global RNG behind our back: the loader gets its own generator and
 evaluation draws nothing.
 
-The host never waits for the device inside a step: the loss sum, the NaN/Inf guard and the grad norm stay
-on the device and are read at log, evaluation and checkpoint steps, where the guard names the exact step
-at which it fired.
+The host never waits for the device inside a step: each step's loss and gradient norm stay on the device
+and are read at log, evaluation and checkpoint steps, where the NaN/Inf guard looks at them and names the
+exact step at which it fired. A step does nothing a hand-written loop would not, beside that norm (ops on
+small tensors cost as much as the arithmetic: benchmarks/bench_train.py measures the loop against one).
 """
 from __future__ import annotations
 
@@ -52,13 +53,14 @@ class State:
 @dataclass
 class Window:
     """What the steps since the last log did, kept on the device until the log reads it."""
-    loss: torch.Tensor  # sum of the good steps' mean losses
-    marks: torch.Tensor  # per step since the log: whether the guard fired
+    rows: torch.Tensor  # [log_every, 2]: each step's mean loss and gradient norm (before clipping)
     first: int  # the step before the window's first
-    grad_norm: torch.Tensor | None = None  # the last step's
     lr: float = 0.0  # what the last step used
     steps: int = 0
     fired: int = 0  # steps the guard has fired at (read so far)
+    read: int = 0  # steps already read (and reported)
+    loss: float = 0.0  # the sum of the good steps' losses read so far
+    grad_norm: float = math.nan  # the last step's read so far
     examples: int = 0
     start: float = field(default_factory=time.perf_counter)
 
@@ -114,6 +116,7 @@ class Trainer:
         self.loader = D.Loader(D.Pipeline(s.data.train, s.data.stats, self.cfg.seed, *examples), self.cfg.data)
         self.val_loader = (D.Loader(D.Pipeline(s.data.val, s.data.stats, self.cfg.seed), self.cfg.data)
                            if s.data.val is not None else None)
+        self.autocast = devices.autocast(self.device, self.cfg.precision)  # one object, entered at every forward
         self.buffers: list[torch.Tensor] = []
         self.group_loss: torch.Tensor | None = None  # the mean loss of the accumulation group so far
 
@@ -148,14 +151,14 @@ class Trainer:
     def _micro(self, batch: dict[str, torch.Tensor], micro: int, first: bool, last: bool, group_size: int) -> None:
         """Forward and backward of one micro-batch; gradients are all-reduced on the group's last only."""
         s = self.s
-        batch = {k: v.to(self.device, non_blocking=self.cfg.data.pin_memory) for k, v in batch.items()}
+        batch = _placed(batch, self.device, self.cfg.data.pin_memory)
         if self.guarded and first:
             self.buffers = [b.detach().clone() for b in self.guarded]
         if s.augmentations:
             generator = torch.Generator().manual_seed(D.stream_seed(self.cfg.seed, self.state.epoch, micro, self.world.rank))
             batch = augment.apply(batch, s.augmentations, generator)
         with distributed.gradient_sync(s.net, self.world, sync=last):
-            with devices.autocast(self.device, self.cfg.precision):
+            with self.autocast:
                 loss = losses.total(s.terms, _as_tuple(s.net(*[batch[f] for f in s.data.input_fields])), batch)
             s.scaler.scale(loss / group_size if group_size > 1 else loss).backward()
         part = loss.detach().float() / group_size if group_size > 1 else loss.detach().float()
@@ -163,26 +166,21 @@ class Trainer:
         self.window.examples += len(batch[s.data.input_fields[0]]) * self.world.size
 
     def _step(self, micro: int) -> None:
-        """Unscale, measure and clip the gradient, guard against NaN/Inf on the device, step."""
+        """Unscale, measure and clip the gradient, record the loss and norm on the device (the guard reads them
+        at the next log), step; with nan_guard skip, a step whose loss or gradient is not finite changes nothing."""
         s, cfg = self.s, self.cfg
         s.scaler.unscale_(s.optimizer)
         grad_norm = _grad_norm(s.params, cfg.clip_norm)
         if cfg.clip_value is not None:
             torch.nn.utils.clip_grad_value_(s.params, cfg.clip_value)
         loss, self.group_loss = self.group_loss, None
-        bad = None
-        if cfg.nan_guard != "off":
-            # the fp16 scaler handles Inf gradients itself (it skips the step and lowers the scale)
-            bad = ~torch.isfinite(loss if s.scaler.is_enabled() else loss + grad_norm)
-            bad = distributed.all_reduce_sum(bad.float(), self.world) > 0 if self.world.size > 1 else bad
-            self.window.marks[self.window.steps] = bad
-        skip = bad is not None and cfg.nan_guard == "skip"
+        torch.stack([loss, grad_norm], out=self.window.rows[self.window.steps])
+        skip = cfg.nan_guard == "skip"
         if skip:
+            bad = self._bad(self.window.rows[self.window.steps])
             _skip_on(s.optimizer, bad, self._host_skip)
             for buffer, saved in zip(self.guarded, self.buffers):
                 buffer.copy_(torch.where(bad, saved, buffer))
-        self.window.loss += loss if bad is None else torch.where(bad, 0.0, loss)
-        self.window.grad_norm = grad_norm
         self.window.lr = s.optimizer.param_groups[0]["lr"]  # what this step uses, for the log
         s.scaler.step(s.optimizer)
         if skip and not self._host_skip:
@@ -194,6 +192,12 @@ class Trainer:
         self.state.step += 1
         self.state.batch = micro + 1
 
+    def _bad(self, rows: torch.Tensor) -> torch.Tensor:
+        """Whether the guard fires at each of `rows` (loss, gradient norm), agreed by all ranks. The fp16 scaler
+        deals with Inf gradients itself (it skips the step and lowers the scale), so there only the loss counts."""
+        bad = ~torch.isfinite(rows[..., 0] if self.s.scaler.is_enabled() else rows.sum(-1))
+        return distributed.all_reduce_sum(bad.float(), self.world) > 0 if self.world.size > 1 else bad
+
     @property
     def _host_skip(self) -> bool:
         """Whether skipping a step needs the host to look (an optimizer without a fused kernel)."""
@@ -202,7 +206,7 @@ class Trainer:
     def _after_step(self) -> bool:
         """Log, evaluate and checkpoint when due; True when the run should stop."""
         step, cfg = self.state.step, self.cfg
-        if step % cfg.log_every == 0 or step == self.s.total_steps or self.window.steps == len(self.window.marks):
+        if step % cfg.log_every == 0 or step == self.s.total_steps or self.window.steps == len(self.window.rows):
             self._log()
         if self.s.data.val is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
             self._evaluate()
@@ -234,28 +238,31 @@ class Trainer:
     # ---- reading the device: log, guard ---------------------------------------------------------------------
 
     def _new_window(self) -> Window:
-        return Window(torch.zeros((), device=self.device),
-                      torch.zeros(self.cfg.log_every, dtype=torch.bool, device=self.device), self.state.step)
+        return Window(torch.zeros(self.cfg.log_every, 2, device=self.device), self.state.step)
 
     def _read(self) -> tuple[float, float]:
-        """Read what the device holds for the window (one sync): its loss sum and last grad norm; stop, or
-        report the skipped steps, where the guard fired."""
+        """Read the steps of the window not read yet (one sync): add their good losses to its sum; stop, or
+        report the skipped steps, where the guard fired. Returns the loss sum and the last gradient norm."""
         self.saver.drain()  # first: the events of checkpoints now on disk
         w = self.window
-        if w.steps == 0:
-            return 0.0, float("nan")
-        values = torch.cat([w.loss.double().reshape(1), w.grad_norm.double().reshape(1), w.marks[:w.steps].double()])
-        loss, grad_norm, *marks = values.tolist()
-        fired = [w.first + i + 1 for i, m in enumerate(marks) if m]
-        w.fired += len(fired)
-        w.marks[:w.steps] = False
-        for step in fired:
+        if w.read == w.steps:
+            return w.loss, w.grad_norm
+        rows = w.rows[w.read:w.steps]
+        guarded = self.cfg.nan_guard != "off"
+        bad = self._bad(rows) if guarded else torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+        read = torch.cat([rows.double(), bad.double()[:, None]], dim=1).tolist()
+        for i, (loss, _, fired) in enumerate(read, start=w.first + w.read + 1):
+            if not fired:
+                w.loss += loss
+                continue
+            w.fired += 1
             if self.cfg.nan_guard == "stop":
-                raise self._stopped(step)
-            self.reporter.event({"event": "skipped_step", "step": step, **self._where(step),
+                raise self._stopped(i)
+            self.reporter.event({"event": "skipped_step", "step": i, **self._where(i),
                                  "reason": "NaN/Inf loss or gradient"})
-            self.reporter.say(f"skipped step {step}: NaN/Inf loss or gradient")
-        return loss, grad_norm
+            self.reporter.say(f"skipped step {i}: NaN/Inf loss or gradient")
+        w.read, w.grad_norm = w.steps, read[-1][1]
+        return w.loss, w.grad_norm
 
     def _stopped(self, step: int) -> DlspecError:
         where = self._where(step)
@@ -317,7 +324,7 @@ class Trainer:
         """Every rank takes part (FSDP gathers); rank 0 snapshots it for the writer thread."""
         self._read()
         s, st = self.s, self.state
-        model_state, optimizer_state = distributed.full_state(s.model, s.optimizer)
+        model_state, optimizer_state = distributed.full_state(s.model, s.optimizer, self.world)
         rngs = distributed.gather(checkpoint.rng_state(), self.world)
         if self.world.main:
             event = {"event": "checkpoint", "step": st.step, "epoch": st.epoch, "batch": st.batch}
@@ -333,7 +340,7 @@ class Trainer:
         self.saved_at = st.step
 
     def _save_weights(self, path: Path, extra: dict) -> None:
-        model_state, _ = distributed.full_state(self.s.model, self.s.optimizer)
+        model_state = distributed.model_state(self.s.model, self.world)
         if self.world.main:
             self.saver.save({"format": checkpoint.FORMAT, "kind": "weights", "model": model_state,
                              "step": self.state.step, **self.s.provenance, **extra}, [path])
@@ -410,15 +417,17 @@ def evaluate(s: Setup, loader: D.Loader, device: torch.device, world: distribute
     batches, masks = D.eval_batches(len(s.data.val), s.cfg.data.eval_batch_size, world.rank, world.size)
     with torch.no_grad():
         for batch, mask in zip(loader(batches, 0), masks):
-            batch = {k: v.to(device, non_blocking=s.cfg.data.pin_memory) for k, v in batch.items()}
+            batch = _placed(batch, device, s.cfg.data.pin_memory)
             with devices.autocast(device, s.cfg.precision):
                 outputs = _as_tuple(s.net(*[batch[f] for f in s.data.input_fields]))
             outputs = tuple(o.float() if o.is_floating_point() else o for o in outputs)  # metrics in fp32
-            keep = torch.tensor(mask, device=device)
-            n = int(sum(mask))
+            n = sum(mask)
             if n == 0:
                 continue  # padding that keeps the ranks in step
-            kept_out, kept = tuple(o[keep] for o in outputs), {k: v[keep] for k, v in batch.items()}
+            kept_out, kept = outputs, batch
+            if n < len(mask):
+                keep = torch.tensor(mask, device=device)
+                kept_out, kept = tuple(o[keep] for o in outputs), {k: v[keep] for k, v in batch.items()}
             meter.update(losses.total(s.terms, kept_out, kept).float(), kept_out[s.eval_term.output],
                          kept[s.eval_term.target], n)
     distributed.all_reduce_sum(meter.sums, world)
@@ -428,11 +437,13 @@ def evaluate(s: Setup, loader: D.Loader, device: torch.device, world: distribute
 
 def _grad_norm(params: list[torch.nn.Parameter], clip: float | None) -> torch.Tensor:
     """The total gradient norm before clipping; clips to `clip` when given."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:  # everything the optimizer holds is frozen for now
+        return torch.zeros((), device=params[0].device)
     if clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(params, clip)
     else:
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
 
 
@@ -444,6 +455,11 @@ def _skip_on(optimizer: torch.optim.Optimizer, bad: torch.Tensor, host: bool) ->
             optimizer.zero_grad(set_to_none=True)  # a step without gradients changes nothing
         return
     optimizer.found_inf, optimizer.grad_scale = bad.float(), None
+
+
+def _placed(batch: dict[str, torch.Tensor], device: torch.device, pinned: bool) -> dict[str, torch.Tensor]:
+    """The batch on the device (the loader makes it on the CPU)."""
+    return batch if device.type == "cpu" else {k: v.to(device, non_blocking=pinned) for k, v in batch.items()}
 
 
 def _as_tuple(out: Any) -> tuple[torch.Tensor, ...]:

@@ -7,6 +7,8 @@ token-level cross-entropy with no extra option. A kind's `build(options)` return
 """
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -43,10 +45,13 @@ def _classify(functional: str) -> Callable[[Kinded], LossFn]:
         extra = {"label_smoothing": o["label_smoothing"]} if "label_smoothing" in o.options else {}
 
         def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            # [B, T, V] scores and [B, T] labels: every position is an example (a [B, V] output is left as it is)
             n = out.shape[-1]
-            labels = target.reshape(-1, n) if target.is_floating_point() else target.reshape(-1)  # or probabilities
+            out = out if out.ndim == 2 else out.reshape(-1, n)
+            labels = (-1, n) if target.is_floating_point() else (-1,)  # probabilities, or class indices
+            target = target if target.ndim == len(labels) else target.reshape(labels)
             w = weight.to(out.device) if weight is not None else None
-            return fn(out.reshape(-1, n), labels, weight=w, ignore_index=o["ignore_index"], **extra)
+            return fn(out, target, weight=w, ignore_index=o["ignore_index"], **extra)
         return loss
     return build
 
@@ -132,7 +137,11 @@ def build(terms: tuple[Kinded, ...], spec: Any, table: Table, default_target: st
 
 
 def total(terms: tuple[LossTerm, ...], outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return sum(t.scale * t.fn(outputs[t.output], batch[t.target]) for t in terms)
+    """The weighted sum of the terms, with no op a hand-written loss would not have (no `0 +`, no `1.0 *`):
+    each is a node in the autograd graph of every step."""
+    parts = [t.fn(outputs[t.output], batch[t.target]) for t in terms]
+    parts = [part if t.scale == 1.0 else t.scale * part for t, part in zip(terms, parts)]
+    return functools.reduce(operator.add, parts)
 
 
 def classes(tensor: Any) -> int | None:
