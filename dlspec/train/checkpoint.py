@@ -33,9 +33,14 @@ FIELDS = "<fields>"  # the checksum entry that covers every value that is not a 
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write a checkpoint or weights dict, sealed with the checksums every load checks."""
+    atomic_write_bytes(path, serialise(obj))
+
+
+def serialise(obj: Any) -> bytes:
+    """The bytes of the file save_atomic writes."""
     buffer = io.BytesIO()
     torch.save(seal(obj) if isinstance(obj, dict) else obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def seal(blob: dict) -> dict:

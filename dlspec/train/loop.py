@@ -357,7 +357,7 @@ class Trainer:
         if self.saved_at != st.step:
             self._checkpoint(step_file=False)
         self._save_weights(self.run.weights, {})
-        self.saver.drain()
+        self.saver.drain(everything=True)
         done = st.step - self.first_step
         summary = {"spec": s.spec.name, "run": str(self.run.path), "device": str(self.device), "processes": self.world.size,
                    "threads": s.threads[0], "parameters": s.n_params, "steps": st.step,

@@ -1,9 +1,11 @@
 """Checkpoint files written in the background while training goes on.
 
-A checkpoint is a snapshot (tensors copied) taken between optimizer steps on the training thread; one
-writer thread then serialises it and writes it atomically and durably (checkpoint.save_atomic), in the
-order the snapshots were taken. The durable write (fsync) costs about as much as the serialisation, and
-on a small model a dozen of them would be several percent of the run.
+A checkpoint is serialised on the training thread between optimizer steps: the bytes are the snapshot
+(training goes on changing the tensors in place), and pickling holds Python's lock wherever it runs, so
+a writer thread doing it would only take turns with the training thread for it. One writer thread then
+writes the bytes atomically and durably (checkpoint.save_atomic's file), in the order they were taken: the
+fsync releases the lock and costs about as much as the serialisation, so on a small model a dozen of them
+in line would be several percent of the run.
 
 The log stays true: a checkpoint's `checkpoint` event is appended only once its file is on disk, by
 `drain()`, which the trainer calls before it writes anything else to metrics.jsonl. So the event is the
@@ -14,10 +16,9 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-import torch
-
+from dlspec.core.files import atomic_write_bytes
 from dlspec.train import checkpoint
 from dlspec.train.progress import Reporter
 
@@ -30,39 +31,24 @@ class Saver:
 
     def save(self, blob: dict, paths: Sequence[Path], event: dict | None = None, line: str | None = None,
              then: Callable[[], None] | None = None) -> None:
-        """Write `blob` to each of `paths` in the background, then run `then`; log `event` (as `line`) once done."""
-        self.pending.append((self.pool.submit(_write, _snapshot(blob), tuple(paths), then), event, line))
+        """Serialise `blob` now; write it to each of `paths` in the background, then run `then`; log `event`
+        (as `line`) once done."""
+        self.pending.append((self.pool.submit(_write, checkpoint.serialise(blob), tuple(paths), then), event, line))
 
-    def drain(self) -> None:
-        """Wait for the writes under way; log their events, in order."""
-        pending, self.pending = self.pending, []
-        for future, event, line in pending:
+    def drain(self, everything: bool = False) -> None:
+        """Wait for the writes under way whose event is due (all of them, with `everything`), and log those
+        events in order. A write with no event (best.pt) holds up nothing after it: it goes on in the background."""
+        due = len(self.pending) if everything else max(
+            (i + 1 for i, (_, event, _) in enumerate(self.pending) if event is not None), default=0)
+        done, self.pending = self.pending[:due], self.pending[due:]
+        for future, event, line in done:
             future.result()
             if event is not None:
                 self.reporter.event(event, line)
 
-    def close(self) -> None:
-        self.drain()
-        self.pool.shutdown()
 
-
-def _snapshot(value: Any) -> Any:
-    """`value` with its tensors copied: training goes on changing them in place while the file is written.
-    (A plain recursion: torch's tree_map took 2.6x as long on the digits CNN's checkpoint, a step's worth.)"""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {key: _snapshot(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_snapshot(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_snapshot(item) for item in value)
-    return value
-
-
-def _write(blob: dict, paths: tuple[Path, ...], then: Callable[[], None] | None) -> None:
+def _write(data: bytes, paths: tuple[Path, ...], then: Callable[[], None] | None) -> None:
     for path in paths:
-        checkpoint.save_atomic(blob, path)
+        atomic_write_bytes(path, data)
     if then is not None:
         then()
-
