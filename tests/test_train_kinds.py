@@ -88,8 +88,7 @@ def test_a_loss_adds_no_op_to_torchs_own():
     import torch.nn.functional as F
 
     from dlspec.train.losses import LossTerm, total
-    parse = (lambda options: LOSSES.parse(options, ("loss",), lambda *problem: None))
-    cross_entropy, mse = parse({"kind": "cross_entropy"}), parse({"kind": "mse"})
+    cross_entropy, mse = (LOSSES.parse({"kind": kind}, ("loss",), lambda *problem: None) for kind in ("cross_entropy", "mse"))
     logits, labels = torch.randn(8, 5, requires_grad=True), torch.randint(0, 5, (8,))
     values, targets = torch.randn(8, 1, requires_grad=True), torch.randn(8)
     ce = LossTerm("cross_entropy", 0, "logits", "label", 1.0, cross_entropy.definition.build(cross_entropy), True, -100)
