@@ -222,7 +222,10 @@ def table(results: dict[str, list[dict]]) -> str:
 
 def _lightning_missing(python: str) -> str:
     """Why Lightning cannot run in `python`, or "" (see the module's docstring)."""
-    done = subprocess.run([python, "-c", "import lightning, dlspec, sklearn"], capture_output=True, text=True)
+    try:
+        done = subprocess.run([python, "-c", "import lightning, dlspec, sklearn"], capture_output=True, text=True)
+    except OSError as exc:
+        return f"--lightning-python {python} does not run ({exc.strerror})"
     if done.returncode == 0:
         return ""
     if "No module named 'lightning'" in done.stderr:

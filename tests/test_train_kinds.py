@@ -81,7 +81,6 @@ def test_a_new_loss_is_one_definition(tmp_path, monkeypatch):
         front_schema._validator.cache_clear()
 
 
-
 def test_a_loss_adds_no_op_to_torchs_own():
     """Every op on the loss is a node of every step's autograd graph: one term at scale 1 is torch's own loss
     (its graph ends in torch's node), and several are their weighted sum."""
@@ -99,6 +98,7 @@ def test_a_loss_adds_no_op_to_torchs_own():
     both = total((ce, LossTerm("mse", 1, "values", "y", 0.5, mse.definition.build(mse), False, None)),
                  (logits, values), {"label": labels, "y": targets})
     assert torch.allclose(both, expected + 0.5 * F.mse_loss(values, targets[:, None]))
+
 
 def _model_and_data(run):
     import dlspec

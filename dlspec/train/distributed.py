@@ -4,9 +4,10 @@ Nothing here is home-made: processes come from torchrun (or `--nproc`, which
 runs torchrun for the user), gradients are averaged by DistributedDataParallel
 or sharded by FSDP2's `fully_shard` (each block instance, then the model: the
 standard transformer recipe), and FSDP's checkpoints are gathered with
-`torch.distributed.checkpoint.state_dict` (whole parameters need no gathering). Outside torchrun everything is a
-no-op with world size 1, so the training loop has one code path. `wrap` also
-applies `torch.compile`: to the whole model, or to each block (regional).
+`torch.distributed.checkpoint.state_dict` (whole parameters need no gathering).
+Outside torchrun everything is a no-op with world size 1, so the training loop
+has one code path. `wrap` also applies `torch.compile`: to the whole model, or
+to each block (regional).
 """
 from __future__ import annotations
 

@@ -174,10 +174,11 @@ class Trainer:
         if cfg.clip_value is not None:
             torch.nn.utils.clip_grad_value_(s.params, cfg.clip_value)
         loss, self.group_loss = self.group_loss, None
-        torch.stack([loss, grad_norm], out=self.window.rows[self.window.steps])
+        row = self.window.rows[self.window.steps]
+        torch.stack([loss, grad_norm], out=row)
         skip = cfg.nan_guard == "skip"
         if skip:
-            bad = self._bad(self.window.rows[self.window.steps])
+            bad = self._bad(row)
             _skip_on(s.optimizer, bad, self._host_skip)
             for buffer, saved in zip(self.guarded, self.buffers):
                 buffer.copy_(torch.where(bad, saved, buffer))
@@ -321,7 +322,7 @@ class Trainer:
                     self.stop_reason = f"early stopping ({es['metric']} did not improve for {st.stop_bad} evaluations)"
 
     def _checkpoint(self, step_file: bool) -> None:
-        """Every rank takes part (FSDP gathers); rank 0 snapshots it for the writer thread."""
+        """Every rank takes part (FSDP gathers); rank 0 serialises it and leaves the file to the writer thread."""
         self._read()
         s, st = self.s, self.state
         model_state, optimizer_state = distributed.full_state(s.model, s.optimizer, self.world)
